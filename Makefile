@@ -1,0 +1,49 @@
+# tilemesh: every target bootstraps the virtual environment first (nothing to install by hand).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(CURDIR)/$(VENV)/bin
+STAMP  := $(VENV)/.installed
+JOBS   ?= 2
+PRESET ?= default
+BOARD  ?= icebreaker
+
+.DEFAULT_GOAL := help
+.PHONY: help venv sim test lint formal synth bitstream bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@command -v iverilog >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then echo "installing iverilog (apt)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog; \
+	  else echo "iverilog missing and not root: run 'sudo apt-get install iverilog'"; fi; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m tilemesh.toolchain
+	touch $(STAMP)
+
+venv: $(STAMP) ## create the virtual environment and install every tool (once)
+
+sim: $(STAMP) ## the main job: default preset on Verilator, checked against numpy, with a report
+	$(BIN)/tilemesh sim --preset $(PRESET)
+
+test: $(STAMP) ## the whole test suite (what CI runs)
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup -q
+
+lint: $(STAMP) ## ruff on the Python, verilator --lint-only on the generated Verilog
+	$(BIN)/ruff check hdl sim tests boards
+	$(BIN)/tilemesh lint --preset $(PRESET)
+
+formal: $(STAMP) ## SymbiYosys proofs (FIFO, router)
+	$(BIN)/python -m pytest -n $(JOBS) -q tests/formal
+
+synth: $(STAMP) ## synthesis report for PRESET (tilemesh synth)
+	$(BIN)/tilemesh synth --preset $(PRESET)
+
+bench: $(STAMP) ## benchmarks: tables, JSON and plots under build/bench
+	$(BIN)/tilemesh bench matrix
+
+clean: ## remove generated files (keeps the virtual environment)
+	rm -rf build .pytest_cache

@@ -1,0 +1,1 @@
+"""Bit-exact numpy references and cycle models."""

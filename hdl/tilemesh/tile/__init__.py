@@ -1,0 +1,1 @@
+"""The compute tile: SRAM banks, matrix unit, SIMD unit (and, later, controller)."""

@@ -1,0 +1,111 @@
+"""Build generated Verilog once per (design, simulator) and run cocotb test modules on it.
+
+Builds are keyed by a hash of the Verilog text, so every pytest worker and every test that uses
+the same design shares one Verilator/Icarus build (TOOLCHAIN.md pitfall 4); a file lock keeps
+two workers from building the same directory at once.
+"""
+
+import fcntl
+import hashlib
+import json
+import os
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+from amaranth.back import verilog
+
+from tilemesh.toolchain import apply_tool_env
+
+__all__ = ["SIMULATORS", "BUILD_ROOT", "to_verilog", "run_cocotb", "SimulationFailed"]
+
+SIMULATORS = ("verilator", "icarus")
+BUILD_ROOT = Path(os.environ.get("TILEMESH_BUILD", Path(__file__).resolve().parents[1] / "build"))
+
+# Amaranth output structurally trips these; the reviewed waiver list lives in lint.vlt.
+VERILATOR_ARGS = ["-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast"]
+
+
+class SimulationFailed(AssertionError):
+    """A cocotb test failed; the message points at the log."""
+
+
+def to_verilog(design, name):
+    """Verilog text of an Amaranth component, deterministic and free of source paths."""
+    return verilog.convert(design, name=name, emit_src=False, strip_internal_attrs=True)
+
+
+@contextmanager
+def _locked(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _build(runner, simulator, name, verilog_text, waves):
+    key = hashlib.sha256(f"{simulator}|{waves}|{verilog_text}".encode()).hexdigest()[:16]
+    build_dir = BUILD_ROOT / "sim" / f"{name}-{simulator}-{key}"
+    stamp = build_dir / "built.stamp"
+    with _locked(build_dir):
+        if not stamp.exists():
+            build_dir.mkdir(parents=True, exist_ok=True)
+            src = build_dir / f"{name}.v"
+            src.write_text(verilog_text)
+            runner.build(
+                sources=[src], hdl_toplevel=name, build_dir=build_dir, always=True,
+                build_args=VERILATOR_ARGS if simulator == "verilator" else [],
+                timescale=("1ns", "1ps"), waves=waves,
+                log_file=build_dir / "build.log",
+            )
+            stamp.write_text("ok\n")
+    return build_dir
+
+
+def run_cocotb(design, *, name, module, simulator, params=None, seed=None, testcase=None,
+               waves=False, test_dir=None):
+    """Run cocotb test ``module`` against ``design`` (a Component or Verilog text).
+
+    ``params`` (JSON-serialisable) reaches the test as ``tilemesh_sim.streams.params()``.
+    Returns the directory the test ran in. Raises :class:`SimulationFailed` when any test fails.
+    """
+    if simulator not in SIMULATORS:
+        raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
+    apply_tool_env()
+    from cocotb_tools.check_results import get_results
+    from cocotb_tools.runner import get_runner
+
+    text = design if isinstance(design, str) else to_verilog(design, name)
+    runner = get_runner(simulator)
+    build_dir = _build(runner, simulator, name, text, waves)
+    if test_dir is None:
+        test_dir = build_dir / "runs" / uuid.uuid4().hex[:12]
+    test_dir = Path(test_dir)
+    test_dir.mkdir(parents=True, exist_ok=True)
+    log = test_dir / "sim.log"
+    env = {"TILEMESH_PARAMS": json.dumps(params or {}), "COCOTB_LOG_LEVEL": "INFO"}
+    # The runner sys.exit()s on failure under pytest; turn that into a readable assertion.
+    try:
+        results = runner.test(
+            test_module=module, hdl_toplevel=name, build_dir=build_dir, test_dir=test_dir,
+            seed=seed, testcase=testcase, extra_env=env, waves=waves,
+            timescale=("1ns", "1ps"), log_file=log,
+        )
+    except SystemExit as e:
+        raise SimulationFailed(f"{module} on {simulator} failed (exit {e.code}); "
+                               f"log: {log}\n{_tail(log)}") from None
+    tests, failed = get_results(results)
+    if failed or not tests:
+        raise SimulationFailed(f"{module} on {simulator}: {failed} of {tests} tests failed; "
+                               f"log: {log}\n{_tail(log)}")
+    return test_dir
+
+
+def _tail(path, lines=40):
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
