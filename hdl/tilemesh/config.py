@@ -248,12 +248,12 @@ class MeshConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     @classmethod
-    def from_json(cls, text):
+    def from_json(cls, text, *, base=None):
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise ConfigError(f"invalid JSON configuration: {e}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(data, base=base)
 
     def to_toml(self):
         d = self.to_dict()
@@ -263,16 +263,17 @@ class MeshConfig:
         return "\n".join(lines) + "\n"
 
     @classmethod
-    def from_toml(cls, text):
+    def from_toml(cls, text, *, base=None):
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"invalid TOML configuration: {e}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(data, base=base)
 
     @classmethod
-    def load(cls, path):
-        """Load a ``.toml`` or ``.json`` file."""
+    def load(cls, path, *, base=None):
+        """Load a ``.toml`` or ``.json`` file; fields it omits keep ``base``'s values (the
+        defaults if None, or the preset the file names with ``preset = "..."``)."""
         path = Path(path)
         try:
             text = path.read_text()
@@ -280,9 +281,9 @@ class MeshConfig:
             raise ConfigError(f"cannot read configuration file {str(path)!r}: {e.strerror}") \
                 from None
         if path.suffix == ".json":
-            return cls.from_json(text)
+            return cls.from_json(text, base=base)
         if path.suffix == ".toml":
-            return cls.from_toml(text)
+            return cls.from_toml(text, base=base)
         raise ConfigError(f"configuration file must end in .toml or .json, not {path.name!r}")
 
     def save(self, path):
