@@ -70,7 +70,7 @@ class TileConfig:
     acc_bits: int = 32
     simd_lanes: int = 4
     sram_banks: int = 4
-    sram_depth: int = 1024
+    sram_depth: int = 4096
     imem_depth: int = 256
 
     def __post_init__(self):

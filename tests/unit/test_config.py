@@ -71,7 +71,7 @@ def test_every_field_has_an_invalid_case():
 
 def test_header_must_fit_the_flit():
     # A 16x16 mesh needs 5-bit coordinates: the header no longer fits 32-bit flits.
-    with pytest.raises(ConfigError, match=r"NocConfig\.flit_bits must be at least 42 for a "
+    with pytest.raises(ConfigError, match=r"NocConfig\.flit_bits must be at least 44 for a "
                                           r"16x16 mesh .* not 32"):
         MeshConfig(rows=16, cols=16)
     assert MeshConfig(rows=16, cols=16, noc=NocConfig(flit_bits=64)).coord_bits == 5
