@@ -129,6 +129,8 @@ class NocConfig:
 
 HOST_SIDES = ("north", "east", "south", "west")
 _OPCODE_BITS = 3  # layouts.Opcode's shape; kept here so config does not import the HDL
+_INSTR_BITS = 128  # layouts.INSTR_BITS, likewise
+CSR_SPACE_WORDS = 128  # words reserved for control/status registers (layouts.csr_map fits in it)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -203,10 +205,15 @@ class MeshConfig:
         return self.noc.flit_bits
 
     @property
+    def imem_words(self):
+        """Address-map words of the instruction memory: an instruction spans several words."""
+        return self.tile.imem_depth * -(-_INSTR_BITS // self.word_bits)
+
+    @property
     def tile_addr_bits(self):
         """Address bits of a tile's address map: 2 bits of space (SRAM, instruction memory,
         control registers) and the word address within the largest space."""
-        return 2 + bits_for(max(self.tile.sram_words, self.tile.imem_depth) - 1)
+        return 2 + bits_for(max(self.tile.sram_words, self.imem_words, CSR_SPACE_WORDS) - 1)
 
     @property
     def header_fixed_bits(self):
