@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed
 JOBS   ?= 2
 PRESET ?= default
 BOARD  ?= icebreaker
+# Debian packages: Icarus (simulator), ccache (Verilator rebuilds), liblz4-dev (FST waveforms).
+APT_PACKAGES := iverilog ccache liblz4-dev
 
 .DEFAULT_GOAL := help
 .PHONY: help venv sim test lint formal synth bitstream bench clean
@@ -14,10 +16,11 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
-	@command -v iverilog >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then echo "installing iverilog (apt)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog; \
-	  else echo "iverilog missing and not root: run 'sudo apt-get install iverilog'"; fi; }
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then echo "installing$$missing (apt)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "missing$$missing and not root: run 'sudo apt-get install$$missing'"; fi; fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[dev]"
