@@ -31,20 +31,34 @@ def saturate(x, bits):
 # Python integers (object arrays), so no intermediate can overflow: the only narrowing steps are
 # the ones written here (wrap to acc_bits, saturate to out_bits).
 
-__all__ += ["round_shift", "simd", "SIMD_OP_SEMANTICS", "SramModel"]
+__all__ += ["round_shift", "simd", "SIMD_OP_SEMANTICS", "simd_op_table_markdown", "SramModel"]
 
-# One line per op, rendered into docs/simd.md (tests check the two agree).
+# Per op: the result of one lane and the inputs it reads. docs/simd.md embeds the table that
+# simd_op_table_markdown() renders from this (a test keeps the two equal); simd() implements it.
 SIMD_OP_SEMANTICS = {
-    "ADD": "wrap(x + y)",
-    "SUB": "wrap(x - y)",
-    "MUL": "wrap(x * y)",
-    "MIN": "min(x, y)",
-    "MAX": "max(x, y)",
-    "RELU": "max(x, 0)",
-    "SHR": "round_shift(x, shift)",
-    "SAT": "sat(x)",
-    "REQUANT": "sat(round_shift(x * scale, shift) + zero_point)",
+    "ADD": ("wrap(x + y)", "x, y"),
+    "SUB": ("wrap(x - y)", "x, y"),
+    "MUL": ("wrap(x * y)", "x, y"),
+    "MIN": ("min(x, y)", "x, y"),
+    "MAX": ("max(x, y)", "x, y"),
+    "RELU": ("max(x, 0)", "x"),
+    "SHR": ("round_shift(x, shift)", "x, shift"),
+    "SAT": ("sat(x)", "x"),
+    "REQUANT": ("sat(round_shift(x * scale, shift) + zero_point)", "x, scale, shift, zero_point"),
 }
+
+
+def simd_op_table_markdown():
+    """The SIMD op table of docs/simd.md, rendered from ``SimdOp`` and the semantics above."""
+    from tilemesh.layouts import SimdOp
+
+    rows = ["| op | code | result per lane | reads |", "|---|---|---|---|"]
+    for op in SimdOp:
+        formula, reads = SIMD_OP_SEMANTICS[op.name]
+        rows.append(f"| `{op.name}` | {op.value} | `{formula}` | {reads} |")
+    invalid = sorted(set(range(1 << SimdOp.as_shape().width)) - SimdOp.valid_values())
+    rows.append(f"| invalid | {invalid[0]}..{invalid[-1]} | `x`, and `error` is set | x |")
+    return "\n".join(rows) + "\n"
 
 
 def _wrap_int(v, bits):
@@ -521,3 +535,312 @@ def simd_instr(sram, cfg, *, func, x, d, count, y=0, ymode="vector", xfmt="acc",
         out, _ = simd(func, xv, yv, shift=shift, scale=scale, zero_point=zero_point,
                       acc_bits=t.acc_bits, out_bits=t.data_bits)
         sram[pd:pd + vw[dfmt]] = pack_vector(wrap(out, bits[dfmt]), bits[dfmt], word)
+
+
+# -- Tile controller and DMA engine ---------------------------------------------------------------
+# The issue model of tilemesh.tile.controller.Controller (docs/tile-design.md §6-7) and the packets
+# tilemesh.tile.dma.DmaEngine sends for one command. Instruction and command words are handled as
+# integers; fields are read and written at the offsets of the Amaranth layouts.
+
+__all__ += ["layout_get", "layout_set", "ControllerRun", "controller_run", "header_word",
+            "dma_packets"]
+
+
+def _field_span(layout, path):
+    from amaranth.hdl import Shape
+    from amaranth.lib import data
+
+    offset, shape = 0, layout
+    for name in path:
+        field = data.Layout.cast(shape)[name]
+        offset, shape = offset + field.offset, field.shape
+    try:
+        width, is_signed = Shape.cast(shape).width, Shape.cast(shape).signed
+    except TypeError:
+        width, is_signed = data.Layout.cast(shape).size, False
+    return offset, width, is_signed
+
+
+def layout_get(layout, bits, *path):
+    """Field ``path`` (names, outermost first) of the integer ``bits`` of ``layout``, as an int
+    (sign-extended for signed fields; enums as their raw value)."""
+    offset, width, is_signed = _field_span(layout, path)
+    v = (int(bits) >> offset) & ((1 << width) - 1)
+    if is_signed and v >> (width - 1):
+        v -= 1 << width
+    return v
+
+
+def layout_set(layout, bits, path, value):
+    """``bits`` with field ``path`` (a tuple of names) replaced by ``value`` (wrapped to fit)."""
+    offset, width, _ = _field_span(layout, path)
+    mask = ((1 << width) - 1) << offset
+    return (int(bits) & ~mask) | ((int(value) << offset) & mask)
+
+
+class ControllerRun:
+    """What :func:`controller_run` found: ``state`` (TileState), ``pc``, ``error`` (ErrorCode),
+    ``error_pc``, ``notify`` (the ERROR NotifyPayload as a dict, or None), ``ar`` ([ar1, ar2,
+    ar3]), ``sems`` (list), ``issued`` (instructions issued) and ``commands``: per queue
+    ("dma", "matmul", "simd") the integer payloads the controller pushes (``dma_command_layout``,
+    ``MatmulInstr``, ``unit_command_layout``), in order."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+    def __repr__(self):
+        return (f"ControllerRun(state={self.state!r}, pc={self.pc}, error={self.error!r}, "
+                f"issued={self.issued})")
+
+
+def controller_run(words, cfg, *, pc=0, sems=None, max_issue=100_000):
+    """Run the controller's issue rules over instruction ``words`` (IMEM is zero, i.e. HALT,
+    beyond them) from ``pc``: every unit completes its commands eventually, semaphores start at
+    ``sems`` (16 values, default 0) and nobody else signals, so a WAIT that cannot be satisfied
+    leaves the run WAITING. TIMEOUT and SEM_OVERFLOW depend on timing and are not modelled.
+
+    Checks in the hardware's priority order: PC_RANGE, BAD_OPCODE, BAD_OPERAND, OFF_MESH,
+    SRAM_RANGE, MATMUL_CHAIN, LOOP_NEST. Returns a :class:`ControllerRun`.
+    """
+    from amaranth.lib import data
+
+    from ..layouts import (
+        ADDR_BITS,
+        INSTR_ARGS,
+        LOOP_DEPTH,
+        PC_BITS,
+        ElemFormat,
+        ErrorCode,
+        InstrArgs,
+        InstrOp,
+        InstrWord,
+        SimdOp,
+        TileState,
+        YMode,
+        matmul_operand_words,
+        packed_words,
+        simd_vector_words,
+    )
+    from ..tile.dma import dma_command_layout
+    from ..tile.ports import unit_command_layout
+
+    t = cfg.tile
+    depth = t.imem_depth
+    iw = data.Layout.cast(InstrWord)
+    args_l = data.Layout.cast(InstrArgs)
+    words = list(words)[:depth] + [0] * max(0, depth - len(words))
+    ar = [0, 0, 0, 0]
+    stack = []            # [start, end, left] per open loop, outermost first
+    mm_open = False
+    sems = list(sems) if sems is not None else [0] * 16
+    cmds = {"dma": [], "matmul": [], "simd": []}
+    mw = matmul_operand_words(cfg)
+    vw = {f: simd_vector_words(cfg, f) for f in ElemFormat}
+    issued = 0
+    mask20 = (1 << ADDR_BITS) - 1
+
+    def result(state, error=ErrorCode.NONE, value=0):
+        notify = None
+        if error != ErrorCode.NONE:
+            notify = {"kind": 1, "code": error.value, "pc": pc & ((1 << PC_BITS) - 1),
+                      "value": value}
+        return ControllerRun(state=state, pc=pc, error=error, error_pc=pc if notify else 0,
+                             notify=notify, ar=ar[1:], sems=sems, issued=issued,
+                             commands=cmds)
+
+    def advance():
+        nxt = pc + 1
+        while stack and stack[-1][1] == pc:
+            if stack[-1][2] > 0:
+                stack[-1][2] -= 1
+                nxt = stack[-1][0]
+                break
+            stack.pop()
+        return nxt
+
+    while issued < max_issue:
+        if pc == depth:
+            return result(TileState.ERROR, ErrorCode.PC_RANGE, 0)
+        word = words[pc]
+        low = word & 0xFFFF_FFFF
+        op_v = layout_get(iw, word, "op")
+        if op_v not in InstrOp.valid_values():
+            return result(TileState.ERROR, ErrorCode.BAD_OPCODE, low)
+        op = InstrOp(op_v)
+        args = layout_get(iw, word, "args")
+        member = INSTR_ARGS[op]
+
+        def f(name, _m=member, _a=args):
+            return layout_get(args_l, _a, _m, name)
+
+        err = None
+        blocks = []       # (start, words) SRAM blocks to range-check
+        resolved = {}     # address field -> start with its register added
+        if op in (InstrOp.DMA_WRITE, InstrOp.DMA_READ):
+            if f("rows") == 0 or f("cols") == 0 or (op == InstrOp.DMA_READ and f("host")):
+                err = ErrorCode.BAD_OPERAND
+            elif not f("host") and (f("x") >= cfg.cols or f("y") >= cfg.rows):
+                err = ErrorCode.OFF_MESH
+            for side in ("local", "remote"):
+                start = f(side) + ar[f(side + "_ar")]
+                resolved[side] = start
+                blocks.append((start, (f("rows") - 1) * f(side + "_stride") + f("cols")))
+        elif op == InstrOp.MATMUL:
+            mf, nf = f("m_folds"), f("n_folds")
+            if f("k") == 0 or mf == 0 or nf == 0 or ((mf > 1 or nf > 1)
+                                                     and not (f("first") and f("last"))):
+                err = ErrorCode.BAD_OPERAND
+            for name in ("a", "b", "c"):
+                resolved[name] = f(name) + ar[f(name + "_ar")]
+            blocks += [(resolved["a"], mf * f("k") * mw["a"]),
+                       (resolved["b"], nf * f("k") * mw["b"])]
+            if f("last"):
+                blocks.append((resolved["c"], (mf * t.pe_rows - 1) * f("c_stride")
+                               + nf * mw["c"]))
+        elif op == InstrOp.SIMD:
+            n = f("count")
+            if n == 0 or f("func") not in SimdOp.valid_values():
+                err = ErrorCode.BAD_OPERAND
+            for name in ("x", "y", "d"):
+                resolved[name] = f(name) + ar[f(name + "_ar")]
+            blocks += [(resolved["x"], n * vw[ElemFormat(f("xfmt"))]),
+                       (resolved["d"], n * vw[ElemFormat(f("dfmt"))])]
+            ymode, yfmt = YMode(f("ymode")), ElemFormat(f("yfmt"))
+            ybits = t.acc_bits if yfmt == ElemFormat.ACC else t.data_bits
+            if ymode != YMode.NONE:
+                blocks.append((resolved["y"], {YMode.VECTOR: n * vw[yfmt], YMode.REPEAT: vw[yfmt],
+                                               YMode.SCALAR: packed_words(1, ybits,
+                                                                          cfg.word_bits)}[ymode]))
+        elif op == InstrOp.SIGNAL:
+            if not f("local") and (f("x") >= cfg.cols or f("y") >= cfg.rows):
+                err = ErrorCode.OFF_MESH
+        elif op == InstrOp.LOOP:
+            end = pc + f("len")
+            if f("count") == 0 or f("len") == 0:
+                err = ErrorCode.BAD_OPERAND
+            elif len(stack) == LOOP_DEPTH or end >= depth or (stack and end > stack[-1][1]):
+                err = ErrorCode.LOOP_NEST
+        elif op == InstrOp.AR:
+            if f("reg") == 0:
+                err = ErrorCode.BAD_OPERAND
+        if err is None and any(s + n > t.sram_words for s, n in blocks):
+            err = ErrorCode.SRAM_RANGE
+        if err is None and op == InstrOp.MATMUL and bool(f("first")) == mm_open:
+            err = ErrorCode.MATMUL_CHAIN
+        if err is not None:
+            return result(TileState.ERROR, err, low)
+
+        for name, start in resolved.items():
+            args = layout_set(args_l, args, (member, name), start & mask20)
+            args = layout_set(args_l, args, (member, name + "_ar"), 0)
+        if op == InstrOp.HALT:
+            return result(TileState.HALTED)
+        if op == InstrOp.WAIT:
+            s, n = f("sem"), f("count")
+            if sems[s] < n:
+                return result(TileState.WAITING)
+            sems[s] -= n
+        elif op in (InstrOp.DMA_WRITE, InstrOp.DMA_READ, InstrOp.SIGNAL, InstrOp.NOTIFY):
+            cl = data.Layout.cast(dma_command_layout())
+            cmds["dma"].append(layout_set(cl, layout_set(cl, layout_set(
+                cl, 0, ("op",), op.value), ("args",), args), ("pc",), pc))
+        elif op == InstrOp.MATMUL:
+            cmds["matmul"].append(layout_get(args_l, args, "matmul"))
+            mm_open = not f("last")
+        elif op in (InstrOp.SIMD, InstrOp.SIMD_CFG):
+            ul = data.Layout.cast(unit_command_layout())
+            cmds["simd"].append(layout_set(ul, layout_set(ul, 0, ("op",), op.value),
+                                           ("args",), args))
+        elif op == InstrOp.AR:
+            r, v = f("reg"), f("value")
+            ar[r] = (ar[r] + v if f("mode") else v) & mask20
+        issued += 1
+        if op == InstrOp.LOOP:
+            stack.append([pc + 1, pc + f("len"), f("count") - 1])
+            pc += 1
+        else:
+            pc = advance()
+    return result(TileState.RUNNING)
+
+
+def header_word(cfg, *, dst, src, opcode, length, addr):
+    """The integer header flit data of a packet (``dst``/``src`` as (x, y))."""
+    from amaranth.lib import data
+
+    from ..layouts import header_layout
+
+    return data.Layout.cast(header_layout(cfg)).const({
+        "dst_x": dst[0], "dst_y": dst[1], "src_x": src[0], "src_y": src[1],
+        "opcode": opcode, "length": length, "addr": addr}).as_value().value
+
+
+def dma_packets(cfg, x, y, command, sram):
+    """The packets the DMA engine of tile (``x``, ``y``) sends for ``command`` (an integer of
+    ``dma_command_layout()``), reading words from ``sram`` (a sequence): a list of packets, each
+    a list of ``(data, last)`` flits. A ``dma.read`` gives its READ_REQs (each waits for its
+    answer) and the SIGNAL to itself."""
+    from amaranth.lib import data
+
+    from ..layouts import (
+        InstrOp,
+        NotifyPayload,
+        Opcode,
+        Space,
+        payload_flits,
+        read_req_layout,
+        tile_addr_layout,
+    )
+    from ..noc.routing import host_address
+    from ..tile.dma import dma_command_layout
+
+    cl = data.Layout.cast(dma_command_layout())
+    op = InstrOp(layout_get(cl, command, "op"))
+    pc = layout_get(cl, command, "pc")
+    w, max_pkt = cfg.word_bits, cfg.noc.max_packet_flits
+    here = (x, y)
+
+    def a(name, member="dma"):
+        return layout_get(cl, command, "args", member, name)
+
+    def sram_addr(word):
+        return data.Layout.cast(tile_addr_layout(cfg)).const(
+            {"word": word, "space": Space.SRAM}).as_value().value
+
+    def hdr(dst, opcode, length, addr):
+        return (header_word(cfg, dst=dst, src=here, opcode=opcode, length=length, addr=addr),
+                int(length == 0))
+
+    def signal(dst, sem):
+        return [hdr(dst, Opcode.SIGNAL, 0, sem)]
+
+    packets = []
+    if op in (InstrOp.DMA_WRITE, InstrOp.DMA_READ):
+        rows, cols = a("rows"), a("cols")
+        dst = host_address(cfg) if a("host") else (a("x"), a("y"))
+        for r in range(rows):
+            for c0 in range(0, cols, max_pkt):
+                n = min(max_pkt, cols - c0)
+                local = a("local") + r * a("local_stride") + c0
+                remote = a("remote") + r * a("remote_stride") + c0
+                if op == InstrOp.DMA_WRITE:
+                    packets.append([hdr(dst, Opcode.WRITE, n, sram_addr(remote))]
+                                   + [(int(sram[local + i]), int(i == n - 1)) for i in range(n)])
+                else:
+                    req = data.Layout.cast(read_req_layout(cfg)).const(
+                        {"reply_addr": sram_addr(local), "count": n}).as_value().value
+                    packets.append([hdr(dst, Opcode.READ_REQ, 1, sram_addr(remote)), (req, 1)])
+        if a("signal"):
+            packets.append(signal(dst if op == InstrOp.DMA_WRITE else here, a("sem")))
+    elif op == InstrOp.SIGNAL:
+        local = a("local", "signal")
+        packets.append(signal(here if local else (a("x", "signal"), a("y", "signal")),
+                              a("sem", "signal")))
+    elif op == InstrOp.NOTIFY:
+        nf = payload_flits(NotifyPayload, cfg)
+        bits = data.Layout.cast(NotifyPayload).const({
+            "value": a("value", "notify"), "code": a("code", "notify"), "pc": pc,
+            "kind": 0}).as_value().value
+        packets.append([hdr(host_address(cfg), Opcode.NOTIFY, nf, 0)]
+                       + [((bits >> (i * w)) & ((1 << w) - 1), int(i == nf - 1))
+                          for i in range(nf)])
+    return packets
