@@ -40,13 +40,15 @@ lint: $(STAMP) ## ruff on the Python, verilator --lint-only on the generated Ver
 	$(BIN)/tilemesh lint --preset $(PRESET)
 
 formal: $(STAMP) ## SymbiYosys proofs (FIFO, router)
-	$(BIN)/python -m pytest -n $(JOBS) -q tests/formal
+	$(BIN)/python -m pytest -n $(JOBS) -q -m formal tests/formal
 
-synth: $(STAMP) ## synthesis report for PRESET (tilemesh synth)
-	$(BIN)/tilemesh synth --preset $(PRESET)
+TARGET ?= ecp5
+synth: $(STAMP) ## synthesis + place-and-route report for PRESET on TARGET (ice40|ecp5)
+	$(BIN)/tilemesh synth --preset $(PRESET) --target $(TARGET)
 
 bench: $(STAMP) ## benchmarks: tables, JSON and plots under build/bench
 	$(BIN)/tilemesh bench matrix
+	$(BIN)/tilemesh bench noc
 
 clean: ## remove generated files (keeps the virtual environment)
 	rm -rf build .pytest_cache

@@ -83,6 +83,11 @@ def build_parser():
     importlib.import_module("tilemesh.lint").add_arguments(p)
     p.set_defaults(func=_module_command("tilemesh.lint"))
 
+    p = sub.add_parser("synth", help="synthesis and place-and-route report (LUT/FF/DSP/BRAM/Fmax)")
+    add_config_arguments(p)
+    importlib.import_module("tilemesh.synth").add_arguments(p)
+    p.set_defaults(func=_module_command("tilemesh.synth"))
+
     p = sub.add_parser("bench", help="benchmarks: tables, JSON and plots")
     bsub = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
     for name, module_name in BENCHES.items():
