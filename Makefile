@@ -10,7 +10,7 @@ BOARD  ?= icebreaker
 APT_PACKAGES := iverilog ccache liblz4-dev
 
 .DEFAULT_GOAL := help
-.PHONY: help venv sim test lint formal synth bitstream bench clean
+.PHONY: help venv sim test lint formal synth bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
