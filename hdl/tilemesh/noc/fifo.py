@@ -51,8 +51,8 @@ class Fifo(wiring.Component):
         Write side. ``w.ready`` is a flip-flop output ("not full"); it never depends on
         ``w.valid`` or ``r.ready`` in the same cycle.
     r : ``Out(stream.Signature(shape))``
-        Read side. ``r.valid`` is high whenever the FIFO holds an entry; ``r.payload`` is the
-        oldest entry.
+        Read side. ``r.valid`` is high whenever the FIFO holds an entry (a flip-flop output,
+        "not empty"); ``r.payload`` is the oldest entry.
     level : ``Out(range(depth + 1))``
         Number of entries held.
 
@@ -95,12 +95,13 @@ class Fifo(wiring.Component):
         rp = Signal(range(depth), name="rp")
         level = Signal(range(depth + 1), name="level_q")
         not_full = Signal(init=1, name="not_full")
+        not_empty = Signal(name="not_empty")  # a flip-flop: valid starts the reader's logic
 
         do_write = Signal()
         do_read = Signal()
         m.d.comb += [
             self.w.ready.eq(not_full),
-            self.r.valid.eq(level != 0),
+            self.r.valid.eq(not_empty),
             self.level.eq(level),
             do_write.eq(self.w.valid & self.w.ready),
             do_read.eq(self.r.valid & self.r.ready),
@@ -115,12 +116,20 @@ class Fifo(wiring.Component):
         with m.If(do_read):
             m.d.sync += rp.eq(_succ(rp, depth))
 
-        level_next = Signal(range(depth + 1))
-        m.d.comb += level_next.eq(level + do_write - do_read)
-        m.d.sync += [
-            level.eq(level_next),
-            not_full.eq(level_next != depth),
-        ]
+        # The read decision arrives late in the cycle (after the router's arbitration): both
+        # outcomes are computed from the registers alone and it only selects between them.
+        with m.If(do_write & ~do_read):
+            m.d.sync += [
+                level.eq(level + 1),
+                not_full.eq(level != depth - 1),
+                not_empty.eq(1),
+            ]
+        with m.Elif(do_read & ~do_write):
+            m.d.sync += [
+                level.eq(level - 1),
+                not_full.eq(1),
+                not_empty.eq(level != 1),
+            ]
         return m
 
 
