@@ -1,0 +1,281 @@
+"""Timing of the mesh model: named cycle parameters, the network's link model, unit durations.
+
+Everything :class:`~tilemesh.model.machine.MeshModel` knows about time is here, so calibrating
+the model against the RTL (issue 5: within 5 %) changes this file only. The model is
+discrete-event: a unit's work on one instruction is a closed-form duration, and the network
+reserves links packet by packet (wormhole, 1 flit per cycle per link, ``router_cycles`` per hop),
+so a 256x256x256 GEMM models in seconds instead of stepping every cycle in Python.
+
+::
+
+    host ──host_in──► router(hx,hy) ──► ... ──► router(x,y) ──eject──► NI rx (SRAM, semaphores)
+                                                     ▲
+                               NI tx (DMA engine, READ_RESP) ──inject──┘
+
+SRAM banks read one word per cycle: a unit whose operands share a bank is slowed in closed form
+(:func:`bank_reads`); between units, the command that starts later absorbs the conflict
+(``MeshModel._bank_delay``). Approximations, so calibration knows where to look: the earlier
+command of a bank conflict keeps its stand-alone duration; a READ_RESP's SRAM reads at the
+responder are not charged to its banks; a blocked wormhole packet delays only packets that want
+the same link (its back-pressure on the links behind it is not propagated).
+"""
+
+import bisect
+import dataclasses
+from dataclasses import dataclass
+
+from ..noc.routing import host_address
+from ..tile.matrix import output_latency
+
+__all__ = ["Timing", "Network", "BusyCounter", "check_cycles", "bank_reads", "matmul_timing",
+           "simd_cycles", "HOST"]
+
+#: The network node of the host (``Network`` accepts it wherever it takes a tile ``(x, y)``).
+HOST = "host"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Timing:
+    """Cycle parameters of the mesh model; every figure the model uses is one of these.
+
+    Parameters
+    ----------
+    issue_cycles : int
+        Cycles the controller spends on a control instruction or on queueing SIGNAL / NOTIFY /
+        SIMD_CFG (one instruction per cycle).
+    check_base_cycles : int
+        Fixed part of issuing DMA / MATMUL / SIMD (load and decision of the range check); the
+        shift-and-add adds one cycle per bit of the smaller factor (:func:`check_cycles`).
+    wake_cycles : int
+        Cycles from the event that unblocks issue (semaphore bump, unit idle) to the next issue.
+    queue_depth : int
+        Commands each unit queue holds; a full queue blocks issue.
+    router_cycles : int
+        Zero-load cycles per router a packet's head crosses.
+    ni_tx_cycles : int
+        Cycles from the DMA engine's first packet request to its head on the inject link.
+    ni_rx_cycles : int
+        Cycles from a packet's tail on the eject link to its words / increment being applied.
+    dma_start_cycles : int
+        Cycles from the DMA engine taking a ``dma.*`` command to its first packet (SRAM
+        read-ahead); ``signal`` and ``notify`` packets leave after ``ni_tx_cycles`` only.
+    dma_packet_gap : int
+        Idle cycles between two packets the DMA engine sends back to back.
+    read_resp_cycles : int
+        Cycles from a READ_REQ arriving to its READ_RESP head being offered (queue, SRAM read).
+    matmul_start_cycles : int
+        Cycles from the matrix engine taking a command to its first step entering the array.
+    matmul_write_cycles : int
+        Cycles from the last C word leaving the array to it being in SRAM.
+    simd_start_cycles : int
+        Cycles from the SIMD engine taking a command to its first operand read.
+    simd_latency : int
+        Pipeline cycles from a vector's last operand word to its last result word in SRAM.
+    host_cycles : int
+        Cycles the host needs between two packets it sends (0: line rate).
+    """
+    issue_cycles: int = 1
+    check_base_cycles: int = 2
+    wake_cycles: int = 1
+    queue_depth: int = 2
+    router_cycles: int = 2
+    ni_tx_cycles: int = 1
+    ni_rx_cycles: int = 1
+    dma_start_cycles: int = 1
+    dma_packet_gap: int = 0
+    read_resp_cycles: int = 20
+    matmul_start_cycles: int = 3
+    matmul_write_cycles: int = 1
+    simd_start_cycles: int = 4
+    simd_latency: int = 7
+    host_cycles: int = 0
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            lo = 1 if f.name == "queue_depth" else 0
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise ValueError(f"Timing.{f.name} must be an integer >= {lo}, not {v!r}")
+
+    def replace(self, **changes):
+        """A copy with ``changes`` (for calibration sweeps)."""
+        return dataclasses.replace(self, **changes)
+
+
+def check_cycles(timing, factors):
+    """Issue cycles of an instruction whose SRAM extents are the products ``factors`` (pairs):
+    the shift-and-add runs over the smaller factor of each product, in parallel."""
+    bits = max((min(a, b).bit_length() for a, b in factors), default=0)
+    return timing.check_base_cycles + bits
+
+
+def bank_reads(cfg, demands):
+    """The busiest bank's read-port load: ``demands`` is a list of ``(first word, words)``; each
+    block is charged to the bank of its first word (one read per bank and cycle)."""
+    load = {}
+    for start, words in demands:
+        bank = start // cfg.tile.sram_depth
+        load[bank] = load.get(bank, 0) + words
+    return max(load.values(), default=0)
+
+
+def matmul_timing(cfg, timing, *, a, b, c, k, m_folds, n_folds, last, acc, start,
+                  prev_last_step):
+    """Closed-form schedule of one MATMUL on the matrix engine.
+
+    A step needs ``a_words`` A and ``b_words`` B reads; each bank reads one word per cycle, so a
+    step costs ``a_words + b_words`` cycles when A and B share a bank, else the larger of the
+    two (with ``acc``, the old C rows of a fold compete too). A fold's ``last`` step is admitted
+    no earlier than ``R`` cycles after the previous one
+    (:func:`tilemesh.tile.matrix.back_to_back_cycles`) and no faster than the C write port
+    drains ``R * c_words`` words. Bank conflicts with other units are not modelled.
+
+    Parameters
+    ----------
+    start : int
+        Cycle the engine takes the command (its first step may enter ``matmul_start_cycles``
+        later, or right after the previous instruction's last step).
+    prev_last_step : int or None
+        Cycle of the previous instruction's last step (None when the array is drained).
+
+    Returns
+    -------
+    (int, int, int)
+        ``(last_step, accept_next, done)``: cycle of this instruction's last step, first cycle
+        the engine takes the next command, and cycle the last C row is in SRAM (with
+        ``last=0``: the last step is in the array).
+    """
+    from ..layouts import matmul_operand_words
+
+    t = cfg.tile
+    w = matmul_operand_words(cfg)
+    c_rows = t.pe_rows * w["c"]
+    run = bank_reads(cfg, [(a, k * w["a"]), (b, k * w["b"])] + ([(c, c_rows)] if acc else []))
+    period_min = max(t.pe_rows, c_rows) if last else t.pe_rows
+    first_step = start + timing.matmul_start_cycles if prev_last_step is None \
+        else max(start, prev_last_step + 1)
+    last_step = first_step + run - 1
+    if prev_last_step is not None:
+        last_step = max(last_step, prev_last_step + period_min)
+    last_step += (m_folds * n_folds - 1) * max(run, period_min)
+    if last:
+        # rows leave the array one per cycle but are written c_words words each
+        done = last_step + output_latency(t.pe_cols) + c_rows + timing.matmul_write_cycles
+    else:
+        done = last_step + 1
+    return last_step, last_step + 1, done
+
+
+def simd_cycles(cfg, timing, count, reads, write_words):
+    """Cycles of a SIMD instruction over ``count`` vectors: per vector, the operand reads
+    ``reads`` (``(first word, words)`` blocks, see :func:`bank_reads`) and ``write_words``
+    result words (one per cycle)."""
+    beat = max(1, bank_reads(cfg, reads), write_words)
+    return timing.simd_start_cycles + count * beat + timing.simd_latency
+
+
+class BusyCounter:
+    """Cycles covered by a union of intervals given in order of their start (a unit's busy
+    time): ``add(start, end)`` then ``total``."""
+
+    def __init__(self):
+        self.total = 0
+        self.until = 0
+
+    def add(self, start, end):
+        if end <= start:
+            return
+        if start >= self.until:
+            self.total += end - start
+        elif end > self.until:
+            self.total += end - self.until
+        self.until = max(self.until, end)
+
+
+class Network:
+    """Link-level model of the mesh NoC with XY routing and the host port.
+
+    A packet of ``flits`` flits (header included) crosses links in order; on each it starts no
+    earlier than ``router_cycles`` after it started on the previous one and in the first gap of
+    ``flits`` cycles the link has from then on, which it then holds (wormhole, one flit per
+    cycle). Links keep their booked intervals, so a packet sent now may use a link in the gap
+    before traffic a long DMA has booked for later.
+
+    Members
+    -------
+    flits : int
+        Flits injected (header and payload), all packets.
+    link_flits : int
+        Flit-hops: flits times links crossed (inject, mesh and eject links).
+    host_flits_in, host_flits_out : int
+        Flits through the host port, each way.
+    horizon : int
+        No packet will be sent before this cycle any more (set by the model); bookings that
+        end before it are forgotten.
+    """
+
+    def __init__(self, cfg, timing):
+        self.cfg, self.timing = cfg, timing
+        self.booked = {}          # link -> ([starts], [ends]), sorted, disjoint
+        self.flits = self.link_flits = 0
+        self.host_flits_in = self.host_flits_out = 0
+        self.host_tile = (cfg.host_x, cfg.host_y)
+        self.host_address = host_address(cfg)
+        self.horizon = 0
+        self._paths = {}
+
+    def path(self, src, dst):
+        """Links from ``src`` to ``dst`` (tiles ``(x, y)`` or :data:`HOST`), XY order."""
+        key = (src, dst)
+        if key in self._paths:
+            return self._paths[key]
+        links = []
+        if src == HOST:
+            links.append(("host_in",))
+            x, y = self.host_tile
+        else:
+            links.append(("inject", src))
+            x, y = src
+        tx, ty = self.host_tile if dst == HOST else dst
+        while x != tx:
+            nx = x + (1 if tx > x else -1)
+            links.append(((x, y), (nx, y)))
+            x = nx
+        while y != ty:
+            ny = y + (1 if ty > y else -1)
+            links.append(((x, y), (x, ny)))
+            y = ny
+        links.append(("host_out",) if dst == HOST else ("eject", dst))
+        self._paths[key] = links
+        return links
+
+    def _book(self, link, t, n):
+        starts, ends = self.booked.setdefault(link, ([], []))
+        if len(ends) > 32 and ends[16] <= self.horizon:
+            k = bisect.bisect_right(ends, self.horizon)
+            del starts[:k], ends[:k]
+        i = bisect.bisect_right(ends, t)
+        while i < len(starts) and starts[i] < t + n:
+            t = max(t, ends[i])
+            i += 1
+        starts.insert(i, t)
+        ends.insert(i, t + n)
+        return t
+
+    def send(self, src, dst, flits, t):
+        """Send a packet offered at cycle ``t``; returns ``(injected, arrived)``: the cycle its
+        tail left the source (the source may offer its next packet) and the cycle its tail
+        reached the destination's receive side."""
+        hop = self.timing.router_cycles
+        links = self.path(src, dst)
+        head = self._book(links[0], t, flits)
+        injected = head + flits
+        for link in links[1:]:
+            head = self._book(link, head + hop, flits)
+        self.flits += flits
+        self.link_flits += flits * len(links)
+        if src == HOST:
+            self.host_flits_in += flits
+        if dst == HOST:
+            self.host_flits_out += flits
+        return injected, head + flits
