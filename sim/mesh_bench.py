@@ -20,7 +20,10 @@ results) and a cocotb test that runs it:
   programs' blocks changes, a packet the host sends off the mesh is dropped and counted, and
   afterwards every tile runs a job again.
 
-Parameters (``run_cocotb(params=...)``): ``cfg`` (``MeshConfig.to_dict()``), ``idle``, ``stall``.
+Parameters (``run_cocotb(params=...)``): ``cfg`` (``MeshConfig.to_dict()``), ``idle`` and ``stall``
+(host port noise), ``timeout`` (cycles the host waits for any answer), ``gemm`` (keyword
+arguments of :func:`gemm_plan`). :class:`PysimTransport` runs the same scenarios in Amaranth's
+simulator (small meshes, for debugging without a Verilog simulator).
 """
 
 import cocotb

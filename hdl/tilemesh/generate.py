@@ -20,6 +20,7 @@ def blocks(cfg: MeshConfig, *, noc_only=False):
 
     if noc_only:
         return {"tilemesh_noc": NocFabric(cfg)}
+    from .mesh import Mesh
     from .noc.router import Router
     from .tile.matrix import MatrixUnit
     from .tile.simd import SimdUnit
@@ -32,6 +33,7 @@ def blocks(cfg: MeshConfig, *, noc_only=False):
         "tilemesh_sram_bank": SramBank(width=cfg.word_bits, depth=t.sram_depth),
         "tilemesh_router": Router(cfg, 0, 0),
         "tilemesh_noc": NocFabric(cfg),
+        "tilemesh_mesh": Mesh(cfg),
     }
 
 

@@ -137,3 +137,22 @@ def mutant_class(module, class_name, replacements):
     copy.__package__ = module.__package__
     exec(compile(source, f"<mutant of {module.__name__}>", "exec"), copy.__dict__)
     return getattr(copy, class_name)
+
+
+def open_memory(body, depth, name="storage"):
+    """Add ``depth`` asynchronous read ports to the memory submodule ``name`` of ``body`` (an
+    elaborated, not yet frozen :class:`~amaranth.hdl.Module`). Returns ``(addrs, words)``: the
+    caller drives ``addrs[k]`` and reads the row in ``words[k]``."""
+    try:
+        storage = body.submodules[name]
+    except AttributeError as error:
+        raise AssertionError(f"white-box invariants expect a memory submodule {name!r}: update "
+                             f"tests/formal for the new design") from error
+    addrs, words = [], []
+    for k in range(depth):
+        addr = Signal(range(depth), name=f"peek_addr_{k}")
+        port = storage.read_port(domain="comb")
+        body.d.comb += port.addr.eq(addr)
+        addrs.append(addr)
+        words.append(Value.cast(port.data))
+    return addrs, words

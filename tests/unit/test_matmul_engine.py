@@ -53,7 +53,8 @@ class _Stream:
 class ClientSram:
     """SRAM words shared by several client ports (``sram_client_signature``) of a DUT.
 
-    Each cycle every port's ``read_req`` and ``write`` are ready with probability ``ready``;
+    Each cycle every port's ``read_req`` and ``write`` are ready with probability ``ready`` (a
+    number, or a dict by port name);
     a read is answered ``latency`` cycles later (random in the range, answers in order per
     port) with the word as it was before any write accepted in the same cycle (so the DUT
     cannot rely on same-cycle forwarding); answers wait while ``read_resp`` is not ready.
@@ -73,8 +74,9 @@ class ClientSram:
 
     def drive(self, ctx, cycle):
         for n, port in self.ports.items():
-            self.req_ready[n] = self.rnd.random() < self.ready
-            self.w_ready[n] = self.rnd.random() < self.ready
+            p = self.ready[n] if isinstance(self.ready, dict) else self.ready
+            self.req_ready[n] = self.rnd.random() < p
+            self.w_ready[n] = self.rnd.random() < p
             ctx.set(port.read_req.ready, self.req_ready[n])
             ctx.set(port.write.ready, self.w_ready[n])
             q = self.queue[n]

@@ -174,6 +174,27 @@ def test_requant_epilogue_chain():
     assert mem == want
 
 
+def test_reads_wait_for_earlier_results():
+    """The SRAM takes d writes slowly, so results lag far behind: x of the next instruction
+    starting just below the pending d block and running into it, and a y inside it, read
+    each word only after it has been written."""
+    cfg = DEFAULT
+    rnd = random.Random(17)
+    base = {"op": "simd", "shift": 0, "y": 0, "yfmt": "acc", "ymode": "none"}
+    prog = [
+        dict(base, func=SimdOp.ADD, x=0, d=100, count=12, xfmt="data", dfmt="acc"),
+        dict(base, func=SimdOp.RELU, x=99, d=200, count=4, xfmt="acc", dfmt="acc"),
+        dict(base, func=SimdOp.MUL, x=0, d=300, count=12, xfmt="data", dfmt="acc"),
+        dict(base, func=SimdOp.ADD, x=250, d=400, count=4, xfmt="acc", dfmt="acc",
+             ymode="vector", y=299),
+    ]
+    mem = random_image(rnd, cfg, 500)
+    want = list(mem)
+    reference_run(cfg, want, prog)
+    run_simd(cfg, prog, mem, seed=17, ready={"x": 1.0, "y": 1.0, "d": 0.3}, latency=(1, 2))
+    assert mem == want
+
+
 def test_start_resets_requant_parameters():
     cfg = DEFAULT
     rnd = random.Random(12)

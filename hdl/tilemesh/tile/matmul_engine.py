@@ -243,7 +243,7 @@ class WriteHull:
         with m.If(load):
             m.d.sync += blocked.eq(self.covers_range(loaded, n_words) | merged)
         with m.Elif(advance):
-            m.d.sync += blocked.eq(0)
+            m.d.sync += blocked.eq(self.covers_range(following, n_words))
         with m.Else():
             m.d.sync += blocked.eq(self.covers_range(hold, n_words))
         return blocked
