@@ -496,7 +496,8 @@ class MatmulEngine(wiring.Component):
 
         # -- read ports: the words of each queued step -------------------------------------------
         for port, steps, n_words, name in ((a_port, a_steps, aw, "a"), (b_port, b_steps, bw, "b")):
-            word = Signal(range(n_words), name=f"{name}_word")
+            # (at least 1 bit: a zero-width counter becomes an ill-formed [-1:0] vector in Verilog)
+            word = Signal(range(max(n_words, 2)), name=f"{name}_word")
             take = Signal(name=f"{name}_req_take")
             core.d.comb += [
                 port.read_req.valid.eq(steps.r.valid),
@@ -534,7 +535,7 @@ class MatmulEngine(wiring.Component):
         g_active = Signal()
         job = Signal(_c_job_layout())
         gi_left, gj_left = Signal(FOLD_BITS), Signal(FOLD_BITS)
-        gr_left = Signal(range(R))
+        gr_left = Signal(range(max(R, 2)))
         gj0 = Signal()                 # fold (gi, 0)
         g_row = Signal(ADDR_BITS)      # address of the row to ticket
         g_row_end = Signal(ADDR_BITS + 1)   # g_row + c_words
@@ -553,17 +554,26 @@ class MatmulEngine(wiring.Component):
         n_read = Signal(range(P + 1))         # of which the old-row reader has passed
 
         t_last = Signal()
-        hazard = Signal()
+        overlap = Signal()
+        overlap_q = Signal()     # overlap, a cycle ago
+        checked = Signal()       # ... for this ticket and every row still pending
         emit = Signal()
-        # An acc ticket waits while an earlier pending row overlaps it (read after write).
+        job_take = Signal()
+        # An acc ticket waits while an earlier pending row overlaps it (read after write). The
+        # comparison is registered; it holds for the next cycle unless a ticket was emitted or
+        # a job started (rows leaving the window only remove overlaps). So an acc ticket takes
+        # at least two cycles, never more than the c_words cycles of a row write once c_words
+        # >= 2.
         overlaps = [win_valid[e] & (g_row < win_end[e]) & (win_addr[e] < g_row_end)
                     for e in range(P)]
         core.d.comb += [
             t_last.eq((gi_left == 0) & (gj_left == 0) & (gr_left == 0)),
-            hazard.eq(job.acc & Cat(*overlaps).any()),
-            emit.eq(g_active & (n_total != P) & ~hazard),
+            overlap.eq(Cat(*overlaps).any()),
+            emit.eq(g_active & (n_total != P) & (~job.acc | (checked & ~overlap_q))),
             c_jobs.r.ready.eq(~g_active | (emit & t_last)),
+            job_take.eq(c_jobs.r.valid & c_jobs.r.ready),
         ]
+        core.d.sync += [overlap_q.eq(overlap), checked.eq(~emit & ~job_take)]
 
         def goto_row(addr):
             return [g_row.eq(addr), g_row_end.eq(addr + cw)]
@@ -593,7 +603,7 @@ class MatmulEngine(wiring.Component):
                                     *goto_row(next_base)]
                     with core.If(gi_left == 0):
                         core.d.sync += g_active.eq(0)
-        with core.If(c_jobs.r.valid & c_jobs.r.ready):
+        with core.If(job_take):
             new_job = c_jobs.r.payload
             core.d.sync += [
                 job.eq(new_job), g_active.eq(1),
@@ -602,7 +612,7 @@ class MatmulEngine(wiring.Component):
             ]
 
         # -- old rows (acc): read ahead, in ticket order ----------------------------------------
-        wc = Signal(range(cw))
+        wc = Signal(range(max(cw, 2)))
         rd_has = Signal()
         rd_acc = Signal()
         rd_adv = Signal()
@@ -622,7 +632,7 @@ class MatmulEngine(wiring.Component):
         assemble_words(core, c_port.read_resp, cw, old_rows.w, "old_asm")
 
         # -- C writes: row (+ old row) -> c_words words ------------------------------------------
-        ww = Signal(range(cw))
+        ww = Signal(range(max(cw, 2)))
         h_acc = Signal()
         h_ok = Signal()
         w_take = Signal()
