@@ -42,7 +42,7 @@ from .toolchain import apply_tool_env, tool_env
 
 __all__ = [
     "Target", "TARGETS", "BlockSpec", "BLOCKS", "PinLightWrapper", "SramExpectation",
-    "ToolError", "synthesize", "format_table", "add_arguments", "run",
+    "ToolError", "DoesNotFit", "synthesize", "format_table", "add_arguments", "run",
 ]
 
 TOP = "top"
@@ -160,6 +160,10 @@ PNR_PHASES = (
 
 class ToolError(RuntimeError):
     """An external tool failed; the message quotes its errors and names its log file."""
+
+
+class DoesNotFit(ToolError):
+    """Place and route was stopped because the design needs more of a resource than exists."""
 
 
 # -- the pin-light wrapper --------------------------------------------------------------------
@@ -373,9 +377,10 @@ class _Clock:
         return time.monotonic() - self.t0
 
 
-def _run_logged(cmd, *, cwd, log_name, phases, say, heartbeat=30.0):
+def _run_logged(cmd, *, cwd, log_name, phases, say, abort=None, heartbeat=30.0):
     """Run ``cmd`` in ``cwd``; follow its log file and ``say`` each phase as it starts, with a
-    heartbeat line while a phase runs long. Returns the log text; raises ToolError on failure."""
+    heartbeat line while a phase runs long. ``abort(line)`` may return a reason to stop the tool
+    early (raised as :class:`DoesNotFit`). Returns the log text; raises ToolError on failure."""
     log_path = cwd / log_name
     log_path.unlink(missing_ok=True)
     clock = _Clock()
@@ -400,6 +405,12 @@ def _run_logged(cmd, *, cwd, log_name, phases, say, heartbeat=30.0):
                         if name is not None and name != phase:
                             phase, last_said = name, clock()
                             say(name)
+                    reasons = [r for r in map(abort, new) if r] if abort else []
+                    if reasons:
+                        proc.kill()
+                        proc.wait()
+                        raise DoesNotFit(f"{cmd[0]} stopped: {', '.join(reasons)} "
+                                         f"(log: {log_path})")
                 if done:
                     break
                 if clock() - last_said >= heartbeat:
@@ -426,6 +437,18 @@ def _yosys_phase(line):
     if line.startswith("TILEMESH_PHASE "):
         label = line.split()[1]
         return f"yosys: {SYNTH_PHASES.get(label, label)}"
+    return None
+
+
+# nextpnr's "Device utilisation" lines, e.g. "Info:   TRELLIS_COMB: 86358/ 83640   103%".
+_PNR_UTILISATION = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%")
+
+
+def _pnr_overflow(line):
+    """A resource nextpnr needs more of than the device has: placing would only fail, late."""
+    m = _PNR_UTILISATION.match(line)
+    if m and int(m[2]) > int(m[3]):
+        return f"{m[1]} {m[2]} > {m[3]}"
     return None
 
 
@@ -694,10 +717,10 @@ def synthesize(design, target, workdir, *, name="design", freq_mhz=None, seed=1,
         t0 = time.monotonic()
         try:
             _run_logged(pnr_cmd, cwd=workdir, log_name="nextpnr.log", phases=_pnr_phase,
-                        say=say)
+                        say=say, abort=_pnr_overflow)
         except ToolError as e:
-            # The fit check above is a lower bound; packing can still run out of sites.
-            full = "no BELs remaining" in str(e) or "Design uses" in str(e)
+            # The fit check above is a lower bound (packing adds sites, e.g. for LUT RAM).
+            full = isinstance(e, DoesNotFit) or "no BELs remaining" in str(e)
             result["errors"].append(f"does not fit {target.device}: {e}" if full else str(e))
         else:
             report = json.loads((workdir / "pnr.json").read_text())

@@ -15,6 +15,7 @@ import random
 import re
 import sys
 import textwrap
+import time
 
 import pytest
 from amaranth.hdl import Module, Mux, signed
@@ -31,11 +32,14 @@ from tilemesh.synth import (
     BLOCKS,
     TARGETS,
     BlockSpec,
+    DoesNotFit,
     PinLightWrapper,
     SramExpectation,
     ToolError,
     _check_memories,
     _critical_path,
+    _pnr_overflow,
+    _pnr_phase,
     _run_logged,
     _yosys_phase,
     synthesize,
@@ -245,6 +249,29 @@ def test_tool_runner_reports_phases_heartbeats_and_errors(tmp_path):
     assert phases == ["yosys: elaborating the hierarchy",
                       "yosys: coarse synthesis and DSP inference"]
     assert any(s.startswith("still yosys: ") for s in said)
+
+
+def test_place_and_route_stops_as_soon_as_the_design_cannot_fit(tmp_path):
+    # Lines as nextpnr-ecp5 prints them (tab after "Info:"); the tool would then place for
+    # many minutes before failing.
+    (tmp_path / "pnr.py").write_text(textwrap.dedent("""
+        import time
+        with open("pnr.log", "w") as f:
+            print("Info: Device utilisation:", file=f)
+            print("Info: \\t          MULT18X18D:     128/    156    82%", file=f)
+            print("Info: \\t        TRELLIS_COMB:   86358/  83640   103%", file=f, flush=True)
+            print("Info: Creating initial analytic placement for 100000 cells", file=f,
+                  flush=True)
+            time.sleep(60)
+    """))
+    assert _pnr_overflow("Info: \t        TRELLIS_COMB:   86358/  83640   103%") == \
+        "TRELLIS_COMB 86358 > 83640"
+    assert _pnr_overflow("Info: \t          MULT18X18D:     128/    156    82%") is None
+    t0 = time.monotonic()
+    with pytest.raises(DoesNotFit, match=r"stopped: TRELLIS_COMB 86358 > 83640 \(log: "):
+        _run_logged([sys.executable, "pnr.py"], cwd=tmp_path, log_name="pnr.log",
+                    phases=_pnr_phase, say=lambda msg: None, abort=_pnr_overflow)
+    assert time.monotonic() - t0 < 30
 
 
 # -- through the tools --------------------------------------------------------------------------
