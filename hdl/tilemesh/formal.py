@@ -8,8 +8,13 @@ RTLIL ``$check`` cells of Amaranth 0.5 are rejected by Yosys 0.70, TOOLCHAIN.md 
 
 Free inputs of a harness are its own ports (the solver picks their value in every cycle) and
 ``AnySeq`` / ``AnyConst`` values; an undriven internal signal is the constant 0 (item 17).
-Registers start at their reset values in the base case; ``rst`` is an ordinary free input unless
-the harness assumes it low.
+Registers start at their reset values in the base case (the output register of a synchronous
+memory read port has none: it starts arbitrary); ``rst`` is an ordinary free input unless the
+harness assumes it low, so properties are proven across resets at any time.
+
+Modes: ``prove`` is a base case of ``depth`` cycles plus a ``depth - 1``-step induction, so
+``depth=2`` is plain 1-induction; properties that need invariants about internal state must state
+them (as further asserts) for the induction to close.
 
 Property names: an ``Assert``/``Assume`` message, or the name of the signal a ``Cover`` watches
 (see :func:`named`), is what a failure report prints, so a test can check *which* property a
@@ -96,7 +101,7 @@ class FormalResult:
     workdir: Path
     failed: list = field(default_factory=list)
     reached: list = field(default_factory=list)
-    step: int = None
+    step: int | None = None
     log: str = ""
 
     @property
