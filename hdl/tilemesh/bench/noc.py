@@ -253,7 +253,10 @@ def run_mesh(cfg, points, *, simulator="verilator", results_path, cache_dir=None
             if finished:
                 return
 
-    build_args = _verilator_args(cache_dir, opt) if simulator == "verilator" else []
+    # cocotb compiles with iverilog -g2012, where a variable's initial value raises no event at
+    # time 0, so an `always @*` block whose inputs never change stays X; Verilog-2005 semantics
+    # (-g2005) run it once at time 0.
+    build_args = _verilator_args(cache_dir, opt) if simulator == "verilator" else ["-g2005"]
     progress(f"  simulating on {simulator} (the first run of a design builds it) ...")
     thread = threading.Thread(target=poll, daemon=True)
     thread.start()
