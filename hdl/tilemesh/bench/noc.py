@@ -20,13 +20,10 @@ import functools
 import hashlib
 import json
 import multiprocessing
-import os
-import shutil
 import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 from ..config import ConfigError
@@ -191,39 +188,12 @@ def bench_verilog(cfg, cache_dir=None, progress=print):
     return text
 
 
-@contextmanager
-def _make_flags(simulator, opt):
-    """C++ optimisation of the Verilator model (``OPT_FAST``, the per-cycle code) and ccache for
-    the objects, through ``MAKEFLAGS`` (the runner's make reads it)."""
-    if simulator != "verilator":
-        yield
-        return
-    old = os.environ.get("MAKEFLAGS")
-    flags = f"OPT_FAST=-{opt}" + (" OBJCACHE=ccache" if shutil.which("ccache") else "")
-    os.environ["MAKEFLAGS"] = f"{old or ''} {flags}".strip()
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("MAKEFLAGS", None)
-        else:
-            os.environ["MAKEFLAGS"] = old
+def _verilator_args(opt):
+    """Only the top module's ports public (the testbench uses nothing else), and the C++
+    optimisation level named in a define so that it is part of the build's key."""
+    from tilemesh_sim.runner import top_ports_public
 
-
-def _verilator_args(cache_dir, opt):
-    """cocotb builds with --public-flat-rw, which keeps every signal of the design readable and
-    stops Verilator optimising (twice the C++, for a build that takes minutes). The testbench
-    only uses the top module's ports, so only those are made public (a Verilator config file).
-    The C++ optimisation level is named in a define so that it is part of the build's key."""
-    from tilemesh_sim.runner import BUILD_ROOT
-
-    vlt = Path(cache_dir if cache_dir is not None else BUILD_ROOT) / f"{TOP_NAME}.vlt"
-    text = f'`verilator_config\npublic_flat_rw -module "{TOP_NAME}" -var "*"\n'
-    if not vlt.exists() or vlt.read_text() != text:
-        vlt.parent.mkdir(parents=True, exist_ok=True)
-        vlt.write_text(text)
-    return ["--no-public-flat-rw", "-CFLAGS", f"-DTILEMESH_OPT_FAST_{opt}",
-            str(vlt.resolve())]
+    return [*top_ports_public(TOP_NAME), "-CFLAGS", f"-DTILEMESH_OPT_FAST_{opt}"]
 
 
 def run_mesh(cfg, points, *, simulator="verilator", results_path, cache_dir=None,
@@ -253,19 +223,18 @@ def run_mesh(cfg, points, *, simulator="verilator", results_path, cache_dir=None
             if finished:
                 return
 
-    # cocotb compiles with iverilog -g2012, where a variable's initial value raises no event at
-    # time 0, so an `always @*` block whose inputs never change stays X; Verilog-2005 semantics
-    # (-g2005) run it once at time 0.
-    build_args = _verilator_args(cache_dir, opt) if simulator == "verilator" else ["-g2005"]
+    from tilemesh_sim.runner import ICARUS_VERILOG_2005
+
+    build_args = _verilator_args(opt) if simulator == "verilator" else list(ICARUS_VERILOG_2005)
     progress(f"  simulating on {simulator} (the first run of a design builds it) ...")
     thread = threading.Thread(target=poll, daemon=True)
     thread.start()
     try:
-        with _make_flags(simulator, opt):
-            run_cocotb(text, name=TOP_NAME, module="tilemesh_sim.noc_bench",
-                       simulator=simulator, build_args=build_args,
-                       params={"config": cfg.to_dict(), "results": str(results_path.resolve()),
-                               "points": points})
+        run_cocotb(text, name=TOP_NAME, module="tilemesh_sim.noc_bench",
+                   simulator=simulator, build_args=build_args,
+                   make_flags=[f"OPT_FAST=-{opt}"] if simulator == "verilator" else [],
+                   params={"config": cfg.to_dict(), "results": str(results_path.resolve()),
+                           "points": points})
     finally:
         stop.set()
         thread.join()
