@@ -58,7 +58,8 @@ from ..noc.fifo import Fifo
 from .matrix import MatrixUnit
 from .ports import sram_client_signature
 
-__all__ = ["MatmulEngine", "SramClientGuard", "WriteHull", "assemble_words"]
+__all__ = ["MatmulEngine", "SramClientGuard", "abortable_core", "WriteHull",
+           "assemble_words"]
 
 # Width of address arithmetic that must not wrap (hull bounds): an SRAM word address plus the
 # largest C block extent (255 folds x 32 rows x a 20-bit stride needs 13 more bits).
@@ -157,6 +158,35 @@ class SramClientGuard(wiring.Component):
         ]
         return m
 
+
+
+def abortable_core(m, engine, cfg, max_outstanding):
+    """The shell both engines share: put each SRAM client port of ``engine`` (names are the keys
+    of ``max_outstanding``) behind a :class:`SramClientGuard`, and return a ``core`` module that
+    is held in reset while ``engine.abort`` is high or late read answers are being drained.
+    ``engine.cmd`` is refused and ``engine.busy`` held high meanwhile.
+
+    Returns ``(core, ports, cmd_ready, core_busy, cmd_take)``: the guarded ports (by name), the
+    core's "can take a command" and "is busy" signals to drive, and the command handshake.
+    """
+    guards = {}
+    for name, bound in max_outstanding.items():
+        g = guards[name] = SramClientGuard(cfg, max_outstanding=bound)
+        m.submodules[f"{name}_guard"] = g
+        wiring.connect(m, wiring.flipped(getattr(engine, name)), g.outer)
+        m.d.comb += g.kill.eq(engine.abort)
+    # A write-only port never has reads outstanding, so its guard never drains.
+    draining = Signal()
+    m.d.comb += draining.eq(Cat(g.draining for g in guards.values()).any())
+    core = Module()
+    m.submodules.core = ResetInserter(engine.abort | draining)(core)
+    core_busy, cmd_ready, cmd_take = Signal(), Signal(), Signal()
+    m.d.comb += [
+        engine.cmd.ready.eq(cmd_ready & ~engine.abort & ~draining),
+        engine.busy.eq(core_busy | draining),
+        cmd_take.eq(engine.cmd.valid & engine.cmd.ready),
+    ]
+    return core, {name: g.inner for name, g in guards.items()}, cmd_ready, core_busy, cmd_take
 
 def assemble_words(m, resp, n_words, out, name):
     """Collect ``n_words`` consecutive words of the read response stream ``resp`` into one beat
@@ -346,27 +376,9 @@ class MatmulEngine(wiring.Component):
         max_jobs = self._c_job_queue + P + 2
 
         # -- abort: the guards drain late read answers while the core is held in reset ---------
-        guards = {}
-        for name in ("a", "b", "c"):
-            g = guards[name] = SramClientGuard(cfg, max_outstanding=8 if name != "c"
-                                               else max(8, min(255, P * cw)))
-            m.submodules[f"{name}_guard"] = g
-            wiring.connect(m, wiring.flipped(getattr(self, name)), g.outer)
-            m.d.comb += g.kill.eq(self.abort)
-        draining = Signal()
-        m.d.comb += draining.eq(guards["a"].draining | guards["b"].draining
-                                | guards["c"].draining)
-        core = Module()
-        m.submodules.core = ResetInserter(self.abort | draining)(core)
-        a_port, b_port, c_port = guards["a"].inner, guards["b"].inner, guards["c"].inner
-        core_busy = Signal()
-        cmd_ready = Signal()
-        m.d.comb += [
-            self.cmd.ready.eq(cmd_ready & ~self.abort & ~draining),
-            self.busy.eq(core_busy | draining),
-        ]
-        cmd_take = Signal()
-        m.d.comb += cmd_take.eq(self.cmd.valid & self.cmd.ready)
+        core, ports, cmd_ready, core_busy, cmd_take = abortable_core(
+            m, self, cfg, {"a": 8, "b": 8, "c": max(8, min(255, P * cw))})
+        a_port, b_port, c_port = ports["a"], ports["b"], ports["c"]
 
         core.submodules.flags = flags = Fifo(_STEP_FLAGS, self._step_queue)
         core.submodules.a_steps = a_steps = Fifo(unsigned(ADDR_BITS), 2)

@@ -34,7 +34,7 @@ fence. SIMD instructions with ``count = 0`` (BAD_OPERAND at the controller) and 
 than SIMD / SIMD_CFG are accepted and ignored.
 """
 
-from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -50,7 +50,7 @@ from ..layouts import (
     simd_shift_bits,
 )
 from ..noc.fifo import Fifo
-from .matmul_engine import SramClientGuard, WriteHull
+from .matmul_engine import WriteHull, abortable_core
 from .ports import sram_client_signature, unit_command_layout
 from .simd import SimdUnit
 
@@ -132,25 +132,9 @@ class SimdEngine(wiring.Component):
         jobs = 2          # instructions queued between the sequencer and the beat former/writer
 
         # -- abort: the guards drain late read answers while the core is held in reset ---------
-        guards = {}
-        for name in ("x", "y", "d"):
-            g = guards[name] = SramClientGuard(cfg, max_outstanding=self._tags)
-            m.submodules[f"{name}_guard"] = g
-            wiring.connect(m, wiring.flipped(getattr(self, name)), g.outer)
-            m.d.comb += g.kill.eq(self.abort)
-        draining = Signal()
-        m.d.comb += draining.eq(guards["x"].draining | guards["y"].draining)
-        core = Module()
-        m.submodules.core = ResetInserter(self.abort | draining)(core)
-        x_port, y_port, d_port = guards["x"].inner, guards["y"].inner, guards["d"].inner
-        core_busy = Signal()
-        cmd_ready = Signal()
-        m.d.comb += [
-            self.cmd.ready.eq(cmd_ready & ~self.abort & ~draining),
-            self.busy.eq(core_busy | draining),
-        ]
-        cmd_take = Signal()
-        m.d.comb += cmd_take.eq(self.cmd.valid & self.cmd.ready)
+        core, ports, cmd_ready, core_busy, cmd_take = abortable_core(
+            m, self, cfg, dict.fromkeys(("x", "y", "d"), self._tags))
+        x_port, y_port, d_port = ports["x"], ports["y"], ports["d"]
 
         # Counts are kept as count - 1 so that end tests compare without a subtractor.
         wpv_shape = range(max_vw)
