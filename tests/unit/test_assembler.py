@@ -636,6 +636,23 @@ def test_tile_design_doc_tables_are_current():
     assert isa_table_markdown() in DOC.read_text()
 
 
+def test_architecture_doc_tables_are_current():
+    arch = DOC.with_name("architecture.md")
+    assert update_docs(arch, preset("default"), write=False), \
+        "docs/architecture.md is stale: run `python -m tilemesh.compiler.assembler docs " \
+        "docs/architecture.md`"
+    text = arch.read_text()
+    assert isa_table_markdown() in text
+    assert all(f"| `{name}` |" in text for name in PRESETS)
+
+
+def test_update_docs_needs_a_generated_section(tmp_path):
+    doc = tmp_path / "plain.md"
+    doc.write_text("# nothing generated here\n")
+    with pytest.raises(AssemblerError, match="no <!-- NAME:begin -->.*isa-table"):
+        update_docs(doc, preset("default"), write=False)
+
+
 def test_module_docstring_example_assembles():
     import tilemesh.compiler.assembler as asm
 

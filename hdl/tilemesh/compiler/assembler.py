@@ -1330,25 +1330,48 @@ def csr_table_markdown(cfg):
     return "\n".join(out) + "\n"
 
 
+def preset_table_markdown():
+    """Markdown table of the configuration presets (:data:`tilemesh.config.PRESETS`)."""
+    from ..config import PRESETS
+
+    out = ["| preset | mesh | PEs per tile | data / acc bits | SIMD lanes | SRAM per tile | "
+           "IMEM | flit bits | router FIFO | peak MACs/cycle |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, c in PRESETS.items():
+        t = c.tile
+        kib = t.sram_banks * t.sram_depth * c.word_bits // 8192
+        out.append(f"| `{name}` | {c.rows} x {c.cols} | {t.pe_rows} x {t.pe_cols} | "
+                   f"{t.data_bits} / {t.acc_bits} | {t.simd_lanes} | {t.sram_banks} x "
+                   f"{t.sram_depth} words ({kib} KiB) | {t.imem_depth} | {c.noc.flit_bits} | "
+                   f"{c.noc.fifo_depth} | {c.pes} |")
+    return "\n".join(out) + "\n"
+
+
 _DOC_SECTIONS = {
     "isa-table": lambda cfg: isa_table_markdown(),
     "error-table": lambda cfg: error_table_markdown(),
     "csr-table": csr_table_markdown,
+    "preset-table": lambda cfg: preset_table_markdown(),
 }
 
 
 def update_docs(path, cfg, *, write=True):
     """Replace each ``<!-- NAME:begin -->`` .. ``<!-- NAME:end -->`` section of the markdown
-    file ``path`` with its generated table; returns True if the file was already current."""
+    file ``path`` (NAME one of the generated tables) with its table; returns True if the file
+    was already current. A file must have at least one such section."""
     path = Path(path)
     text = path.read_text()
     new = text
+    found = False
     for name, render in _DOC_SECTIONS.items():
         pattern = re.compile(rf"(<!-- {name}:begin -->\n).*?(<!-- {name}:end -->)", re.S)
-        if not pattern.search(new):
-            raise AssemblerError(f"{path}: no <!-- {name}:begin --> ... <!-- {name}:end --> "
-                                 f"section")
-        new = pattern.sub(lambda m, r=render: m[1] + r(cfg) + m[2], new)
+        if pattern.search(new):
+            found = True
+            new = pattern.sub(lambda m, r=render: m[1] + r(cfg) + m[2], new)
+    if not found:
+        names = ", ".join(_DOC_SECTIONS)
+        raise AssemblerError(f"{path}: no <!-- NAME:begin --> ... <!-- NAME:end --> section "
+                             f"(NAME one of {names})")
     if write and new != text:
         path.write_text(new)
     return new == text
