@@ -16,7 +16,15 @@ from cocotb.triggers import RisingEdge
 
 from tilemesh.layouts import SimdOp, simd_in_layout, simd_out_layout, simd_shift_bits
 from tilemesh.model.reference import simd
-from tilemesh_sim.streams import StreamDriver, StreamMonitor, params, reset, rng, start_clock
+from tilemesh_sim.streams import (
+    StreamDriver,
+    StreamMonitor,
+    cycles_until,
+    params,
+    reset,
+    rng,
+    start_clock,
+)
 
 __all__ = ["random_beat", "expected_beat", "pack_beat", "INVALID_OPS"]
 
@@ -158,16 +166,8 @@ async def full_throughput(dut):
     """No idle and no stalls: N beats take N + latency cycles (one vector per cycle)."""
     n = 64
     p, driver, monitor, scoreboard, beats = await _start(dut, "throughput", 0.0, 0.0, n)
-    cycles = 0
-
-    async def count():
-        nonlocal cycles
-        while len(monitor.beats) < n:
-            await RisingEdge(dut.clk)
-            cycles += 1
-
-    counter = cocotb.start_soon(count())
+    counter = cocotb.start_soon(cycles_until(dut, lambda: len(monitor.beats) >= n))
     await driver.send_all(beats)
-    await counter
+    cycles = await counter
     scoreboard.check()
     assert cycles == n + p["latency"], f"{n} beats took {cycles} cycles, not {n} + latency"

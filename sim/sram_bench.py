@@ -15,7 +15,15 @@ from cocotb.triggers import ReadOnly, RisingEdge
 
 from tilemesh.layouts import sram_read_req_layout, sram_read_resp_layout, sram_write_layout
 from tilemesh.model.reference import SramModel
-from tilemesh_sim.streams import StreamDriver, StreamMonitor, params, reset, rng, start_clock
+from tilemesh_sim.streams import (
+    StreamDriver,
+    StreamMonitor,
+    cycles_until,
+    params,
+    reset,
+    rng,
+    start_clock,
+)
 
 __all__ = ["random_requests"]
 
@@ -141,16 +149,8 @@ async def back_to_back_reads(dut):
     n = min(64, p["depth"])
     reads = [{"addr": a, **({"tag": a % (1 << p["tag_bits"])} if p["tag_bits"] else {})}
              for a in range(n)]
-    cycles = 0
-
-    async def count():
-        nonlocal cycles
-        while len(monitor.beats) < n:
-            await RisingEdge(dut.clk)
-            cycles += 1
-
-    counter = cocotb.start_soon(count())
+    counter = cocotb.start_soon(cycles_until(dut, lambda: len(monitor.beats) >= n))
     await reader.send_all(reads)
-    await counter
+    cycles = await counter
     Scoreboard(accept, monitor, p["tag_bits"]).check()
     assert cycles == n + 1, f"{n} reads took {cycles} cycles, not {n} + 1"

@@ -10,8 +10,8 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
-__all__ = ["params", "rng", "start_clock", "reset", "pack", "unpack", "StreamDriver",
-           "StreamMonitor"]
+__all__ = ["params", "rng", "start_clock", "reset", "cycles_until", "pack", "unpack",
+           "StreamDriver", "StreamMonitor"]
 
 
 def params():
@@ -35,6 +35,16 @@ async def reset(dut, cycles=2):
     for _ in range(cycles):
         await RisingEdge(dut.clk)
     dut.rst.value = 0
+
+
+async def cycles_until(dut, done):
+    """Rising edges of ``dut.clk`` until ``done()`` holds (checked after each edge): a
+    throughput measurement started with ``cocotb.start_soon`` beside the traffic."""
+    cycles = 0
+    while not done():
+        await RisingEdge(dut.clk)
+        cycles += 1
+    return cycles
 
 
 def pack(layout, value):
