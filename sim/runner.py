@@ -18,8 +18,8 @@ from amaranth.back import verilog
 
 from tilemesh.toolchain import apply_tool_env
 
-__all__ = ["SIMULATORS", "BUILD_ROOT", "ICARUS_VERILOG_2005", "to_verilog", "top_ports_public",
-           "run_cocotb", "SimulationFailed"]
+__all__ = ["SIMULATORS", "BUILD_ROOT", "ICARUS_VERILOG_2005", "ICARUS_ARGS", "to_verilog",
+           "top_ports_public", "run_cocotb", "SimulationFailed"]
 
 SIMULATORS = ("verilator", "icarus")
 BUILD_ROOT = Path(os.environ.get("TILEMESH_BUILD", Path(__file__).resolve().parents[1] / "build"))
@@ -31,8 +31,12 @@ VERILATOR_ARGS = ["-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fas
 # cocotb compiles with iverilog -g2012, where a variable's declaration initialiser raises no event
 # at time 0: an ``always @*`` block whose inputs are all such registers never runs and its
 # outputs stay X until an input changes. In Verilog-2005 mode the initialisers are events, so
-# Yosys' time-0 trigger works. (The last -g option wins.)
+# Yosys' time-0 trigger works. (The last -g option wins.) Every Icarus build gets it (it is in
+# ICARUS_ARGS): Amaranth emits such blocks wherever a signal is driven from registers only
+# (the mesh's transmit path and the NoC benchmark stayed X without it); the name is kept for
+# callers that still pass it (passing it again changes nothing, not even the build's key).
 ICARUS_VERILOG_2005 = ("-g2005",)
+ICARUS_ARGS = list(ICARUS_VERILOG_2005)
 
 
 def top_ports_public(name):
@@ -90,6 +94,9 @@ def _verilator_make_flags(simulator, extra=()):
 
 
 def _build(runner, simulator, name, verilog_text, waves, extra_args=(), make_flags=()):
+    if simulator == "icarus":
+        # The defaults are part of the key (a build made without -g2005 is never reused).
+        extra_args = (*ICARUS_ARGS, *(a for a in extra_args if a not in ICARUS_ARGS))
     extra = f"|{' '.join(extra_args)}" if extra_args else ""  # keeps existing keys unchanged
     key = hashlib.sha256(f"{simulator}|{waves}|{verilog_text}{extra}".encode()).hexdigest()[:16]
     build_dir = BUILD_ROOT / "sim" / f"{name}-{simulator}-{key}"
@@ -103,7 +110,7 @@ def _build(runner, simulator, name, verilog_text, waves, extra_args=(), make_fla
                 runner.build(
                     sources=[src], hdl_toplevel=name, build_dir=build_dir, always=True,
                     build_args=(VERILATOR_ARGS if simulator == "verilator" else [])
-                    + list(extra_args),
+                    + list(extra_args),  # (for Icarus, extra_args starts with ICARUS_ARGS)
                     timescale=("1ns", "1ps"), waves=waves,
                     log_file=build_dir / "build.log",
                 )

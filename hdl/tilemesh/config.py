@@ -62,6 +62,10 @@ class TileConfig:
         Words per bank, a power of two (16..65536).
     imem_depth : int
         Instructions in the controller's instruction memory, a power of two (16..4096).
+    unit_queue_depth : int
+        Commands each of the controller's unit queues (DMA, matrix, SIMD) holds (1..16, default
+        4). Results never depend on it; a deeper queue lets the controller run further ahead of
+        the units, at ~one instruction of flip-flops (or LUT RAM) per entry and queue.
     """
 
     pe_rows: int = 4
@@ -72,6 +76,7 @@ class TileConfig:
     sram_banks: int = 4
     sram_depth: int = 4096
     imem_depth: int = 256
+    unit_queue_depth: int = 4
 
     def __post_init__(self):
         o = "TileConfig"
@@ -84,6 +89,7 @@ class TileConfig:
         _check_int(o, "sram_banks", self.sram_banks, 1, 16)
         _check_int(o, "sram_depth", self.sram_depth, 16, 65536, pow2=True)
         _check_int(o, "imem_depth", self.imem_depth, 16, 4096, pow2=True)
+        _check_int(o, "unit_queue_depth", self.unit_queue_depth, 1, 16)
 
     @property
     def pes(self):
@@ -130,6 +136,7 @@ class NocConfig:
 HOST_SIDES = ("north", "east", "south", "west")
 _OPCODE_BITS = 3  # layouts.Opcode's shape; kept here so config does not import the HDL
 _INSTR_BITS = 128  # layouts.INSTR_BITS, likewise
+_NOTIFY_BITS = 64  # layouts.NotifyPayload's width, likewise
 CSR_SPACE_WORDS = 128  # words reserved for control/status registers (layouts.csr_map fits in it)
 
 
@@ -225,6 +232,27 @@ class MeshConfig:
         """Processing elements in the whole mesh."""
         return self.tiles * self.tile.pes
 
+    @property
+    def notify_flits(self):
+        """Payload flits of a NOTIFY packet (the 64-bit ``layouts.NotifyPayload``)."""
+        return -(-_NOTIFY_BITS // self.noc.flit_bits)
+
+    def check_tiles(self):
+        """Raise :class:`ConfigError` unless compute tiles can be built from this configuration.
+
+        The constructor accepts every configuration a network alone can carry (NoC-only designs
+        and benchmarks may use single-flit packets); a mesh of tiles also needs its largest
+        fixed-size packet, NOTIFY (header + :attr:`notify_flits`), to fit
+        ``noc.max_packet_flits``. ``Tile``, ``DmaEngine``, ``Mesh`` and ``tilemesh generate``
+        (without ``--noc-only``) call this.
+        """
+        need = self.notify_flits
+        if self.noc.max_packet_flits < need:
+            raise ConfigError(
+                f"NocConfig.max_packet_flits must be in {need}..256 for a mesh of tiles (a NOTIFY "
+                f"packet carries {need} payload flits of {self.noc.flit_bits} bits), "
+                f"not {self.noc.max_packet_flits!r}")
+
     # -- serialisation --------------------------------------------------------------------------
 
     def to_dict(self):
@@ -313,10 +341,12 @@ def _toml_value(v):
 
 
 PRESETS = {
-    # Fits an iCE40UP5K (8 SB_MAC16, 30 EBR, 4 SPRAM): two tiles of 2x2 int8 PEs.
-    "tiny": MeshConfig(rows=1, cols=2,
+    # For the iCE40UP5K (8 SB_MAC16, 30 EBR, 5280 LUT4): one tile of 2x2 int8 PEs (4 SB_MAC16)
+    # and 2 SIMD lanes (2 SB_MAC16 each); one-entry unit queues (flip-flops: no LUT RAM).
+    "tiny": MeshConfig(rows=1, cols=1,
                        tile=TileConfig(pe_rows=2, pe_cols=2, acc_bits=24, simd_lanes=2,
-                                       sram_banks=2, sram_depth=256, imem_depth=64),
+                                       sram_banks=2, sram_depth=256, imem_depth=64,
+                                       unit_queue_depth=1),
                        noc=NocConfig(fifo_depth=2, max_packet_flits=8)),
     # 2x2 tiles of 4x4 int8 PEs: the reference design (ECP5-85F, 100 MHz target).
     "default": MeshConfig(),

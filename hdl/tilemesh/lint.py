@@ -121,16 +121,18 @@ def lint_verilog(text, top, workdir, *, waivers=LINT_VLT):
 
 
 def lint_blocks(blocks, workdir, *, progress=None):
-    """Lint each ``{module name: component}`` of ``blocks``; returns a list of
+    """Lint each ``{module name: component or StructuralDesign}`` of ``blocks``; returns a list of
     :class:`LintResult` in the same order."""
-    from amaranth.back import verilog
+    from .generate import verilog_text
 
     results = []
+    cache = {}
     for name, component in blocks.items():
         if progress:
             progress(f"linting {name}")
-        # The same conversion as `tilemesh generate`, so what is linted is what is shipped.
-        text = verilog.convert(component, name=name, emit_src=False, strip_internal_attrs=True)
+        # The same conversion as `tilemesh generate`, so what is linted is what is shipped
+        # (the mesh and NoC structural: each block kind once).
+        text = verilog_text(component, name, cache)
         results.append(lint_verilog(text, name, workdir))
     return results
 

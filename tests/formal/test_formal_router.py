@@ -112,24 +112,24 @@ def onehot(i):
 class YXRoute(wiring.Component):
     """A broken routing function (Y first): the tag proof must reject it."""
 
-    def __init__(self, cfg, x, y):
-        self._cfg, self._x, self._y = cfg, x, y
+    def __init__(self, cfg):
+        self._cfg = cfg
         coord = unsigned(cfg.coord_bits)
-        super().__init__({"dst_x": In(coord), "dst_y": In(coord), "ports": Out(P),
-                          "drop": Out(1)})
+        super().__init__({"x": In(coord), "y": In(coord), "dst_x": In(coord), "dst_y": In(coord),
+                          "ports": Out(P), "drop": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
         m.d.comb += self.drop.eq(~destination_ok(self._cfg, self.dst_x, self.dst_y))
         with m.If(self.drop):
             pass
-        with m.Elif(self.dst_y > self._y):
+        with m.Elif(self.dst_y > self.y):
             m.d.comb += self.ports[Port.SOUTH.value].eq(1)
-        with m.Elif(self.dst_y < self._y):
+        with m.Elif(self.dst_y < self.y):
             m.d.comb += self.ports[Port.NORTH.value].eq(1)
-        with m.Elif(self.dst_x > self._x):
+        with m.Elif(self.dst_x > self.x):
             m.d.comb += self.ports[Port.EAST.value].eq(1)
-        with m.Elif(self.dst_x < self._x):
+        with m.Elif(self.dst_x < self.x):
             m.d.comb += self.ports[Port.WEST.value].eq(1)
         with m.Else():
             m.d.comb += self.ports[Port.LOCAL.value].eq(1)
@@ -262,8 +262,8 @@ class RouterHarness(wiring.Component):
         label_at = cfg.noc.flit_bits - 4  # label: data[-4:] = (input port, header bit)
 
         # -- the router, elaborated here so the harness can see inside (white box) --
-        router = self._router()(cfg, self._x, self._y, routing=self._routing,
-                                arbiter=self._arbiter)
+        router = self._router()(cfg, routing=self._routing, arbiter=self._arbiter)
+        m.d.comb += [router.x.eq(self._x), router.y.eq(self._y)]  # position: constant inputs
         body = router.elaborate(platform)
         router._MustUse__used = True  # elaborated by hand: silence "created but never used"
         fifos = [body.submodules[f"fifo_{n}"] for n in NAMES]

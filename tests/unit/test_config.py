@@ -31,6 +31,10 @@ INVALID = [
      r"TileConfig\.imem_depth must be a power of two in 16\.\.4096, not 8192"),
     (TileConfig, "imem_depth", 100,
      r"TileConfig\.imem_depth must be a power of two in 16\.\.4096, not 100"),
+    (TileConfig, "unit_queue_depth", 0,
+     r"TileConfig\.unit_queue_depth must be an integer in 1\.\.16, not 0"),
+    (TileConfig, "unit_queue_depth", 17,
+     r"TileConfig\.unit_queue_depth must be an integer in 1\.\.16, not 17"),
     (NocConfig, "flit_bits", 8, r"NocConfig\.flit_bits must be an integer in 16\.\.256, not 8"),
     (NocConfig, "flit_bits", 512, r"NocConfig\.flit_bits must be an integer in 16\.\.256, not 512"),
     (NocConfig, "fifo_depth", 1, r"NocConfig\.fifo_depth must be an integer in 2\.\.64, not 1"),
@@ -138,3 +142,34 @@ def test_missing_file(tmp_path):
 def test_json_is_plain_data():
     data = json.loads(preset("tiny").to_json())
     assert data["tile"]["pe_rows"] == 2 and data["noc"]["fifo_depth"] == 2
+
+
+@pytest.mark.parametrize("flit_bits,need", [(24, 3), (32, 2), (64, 1)])
+def test_tiles_need_the_notify_packet_to_fit_max_packet_flits(flit_bits, need):
+    from tilemesh.layouts import NotifyPayload, payload_flits
+    from tilemesh.mesh import Mesh
+    from tilemesh.model.machine import MeshModel
+    from tilemesh.noc.fabric import NocFabric
+    from tilemesh.tile.tile import Tile
+
+    tile = TileConfig(sram_banks=1, sram_depth=64, imem_depth=16)
+    ok = MeshConfig(rows=1, cols=1, tile=tile, noc=NocConfig(flit_bits=flit_bits,
+                                                              max_packet_flits=need))
+    assert ok.notify_flits == payload_flits(NotifyPayload, ok) == need
+    ok.check_tiles()
+    if need == 1:
+        return  # max_packet_flits cannot be smaller
+    # Constructing the config is fine (a NoC alone carries single-flit packets)...
+    small = MeshConfig(rows=1, cols=1, tile=tile, noc=NocConfig(flit_bits=flit_bits,
+                                                                 max_packet_flits=need - 1))
+    message = (rf"NocConfig\.max_packet_flits must be in {need}\.\.256 for a mesh of tiles "
+               rf"\(a NOTIFY packet carries {need} payload flits of {flit_bits} bits\), "
+               rf"not {need - 1}")
+    with pytest.raises(ConfigError, match=message):
+        small.check_tiles()
+    # ...the NoC builds; tiles, meshes and the mesh generator refuse, naming the field.
+    fabric = NocFabric(small)
+    fabric._MustUse__used = True
+    for build in (Tile, Mesh, MeshModel):
+        with pytest.raises(ConfigError, match=message):
+            build(small)

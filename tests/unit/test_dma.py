@@ -19,7 +19,7 @@ from amaranth.lib import data
 from amaranth.sim import Simulator
 
 from tilemesh.compiler.assembler import assemble
-from tilemesh.config import MeshConfig, NocConfig, TileConfig, preset
+from tilemesh.config import ConfigError, MeshConfig, NocConfig, TileConfig, preset
 from tilemesh.layouts import InstrOp, InstrWord, Opcode, header_layout, read_req_layout
 from tilemesh.model.reference import dma_packets, layout_get, layout_set
 from tilemesh.noc.routing import host_address
@@ -76,7 +76,7 @@ class Bench:
     def __init__(self, cfg, here, seed, *, gap=0.3, stall=0.3, sram_stall=0.2, sram_gap=0.2,
                  latency=(1, 4)):
         self.cfg, self.here = cfg, here
-        self.dut = DmaEngine(cfg, *here)
+        self.dut = DmaEngine(cfg)
         self.rnd = random.Random(seed)
         self.sram = [self.rnd.getrandbits(cfg.word_bits) for _ in range(cfg.tile.sram_words)]
         self.gap, self.stall = gap, stall
@@ -92,9 +92,15 @@ class Bench:
         self.respond = True         # the NI model answers READ_REQs
 
     def add_to(self, sim):
+        sim.add_testbench(self._place)
         sim.add_testbench(self._sram, background=True)
         sim.add_testbench(self._tx, background=True)
         sim.add_testbench(self._ni, background=True)
+
+    async def _place(self, ctx):
+        # The position is an input (one module for every tile): constant, set before the clock.
+        ctx.set(self.dut.x, self.here[0])
+        ctx.set(self.dut.y, self.here[1])
 
     async def _sram(self, ctx):
         port = self.dut.sram
@@ -311,10 +317,10 @@ def test_abort_leaves_whole_packets(trial):
 
 def test_constructor_checks():
     cfg = preset("default")
-    with pytest.raises(ValueError, match=r"must be a tile of the 2x2 mesh, not \(2, 0\)"):
-        DmaEngine(cfg, 2, 0)
     with pytest.raises(ValueError, match=r"read_ahead must be a positive integer, not 0"):
-        DmaEngine(cfg, 0, 0, read_ahead=0)
+        DmaEngine(cfg, read_ahead=0)
     small = MeshConfig(rows=1, cols=1, noc=NocConfig(flit_bits=32, max_packet_flits=1))
-    with pytest.raises(ValueError, match=r"max_packet_flits >= 2 to send a NOTIFY"):
-        DmaEngine(small, 0, 0)
+    with pytest.raises(ConfigError, match=r"NocConfig\.max_packet_flits must be in 2\.\.256 "
+                                          r"for a mesh of tiles \(a NOTIFY packet carries 2 "
+                                          r"payload flits of 32 bits\), not 1"):
+        DmaEngine(small)

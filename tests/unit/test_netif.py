@@ -331,7 +331,8 @@ class Harness(Elaboratable):
     testbench drives (contention on the same banks, in words the packets do not use)."""
 
     def __init__(self, cfg, x, y):
-        self.ni = NetworkInterface(cfg, x, y)
+        self.x, self.y = x, y
+        self.ni = NetworkInterface(cfg)
         self.sram = SramArray(cfg, ["ni_rx", "ni_read", "probe"],
                               readers=["ni_read", "probe"], writers=["ni_rx", "probe"])
         self.probe = self.sram.clients[2]
@@ -340,6 +341,7 @@ class Harness(Elaboratable):
         m = Module()
         m.submodules.ni = self.ni
         m.submodules.sram = self.sram
+        m.d.comb += [self.ni.x.eq(self.x), self.ni.y.eq(self.y)]  # as the mesh ties them
         wiring.connect(m, self.ni.sram_rx, self.sram.clients[0])
         wiring.connect(m, self.ni.sram_read, self.sram.clients[1])
         return m

@@ -16,6 +16,11 @@ on every entry point, and the host port on the configured edge.
 
 Links are plain wires between routers: each router drives its outputs from registers, and each
 input's ready comes from a flip-flop, so every wire between two tiles starts at a flip-flop.
+
+Every router is the same :class:`~tilemesh.noc.router.Router`; its position arrives on its
+``x``/``y`` inputs, tied to constants here. For Verilog generation the fabric can instantiate the
+router and ingress checker as separately converted modules (``modules``, see
+:func:`tilemesh.generate.noc_verilog`), so the text holds each of them once.
 """
 
 from amaranth.hdl import Module
@@ -60,6 +65,11 @@ class NocFabric(wiring.Component):
         Passed to every :class:`~tilemesh.noc.router.Router`.
     counter_bits : int
         Width of every status counter.
+    modules : dict, optional
+        ``{"router": name, "ingress": name}``: instantiate each router / ingress checker as the
+        Verilog module ``name`` (converted separately from the same ``Router`` / ``Ingress``
+        parameters) instead of elaborating it. Such a fabric converts to structural Verilog but
+        cannot be simulated by Amaranth. Missing keys are elaborated as usual.
 
     Members
     -------
@@ -79,11 +89,18 @@ class NocFabric(wiring.Component):
     """
 
     def __init__(self, cfg, *, routing=DEFAULT_ROUTING, arbiter=DEFAULT_ARBITER,
-                 counter_bits=COUNTER_BITS):
+                 counter_bits=COUNTER_BITS, modules=None):
+        modules = dict(modules or {})
+        unknown = sorted(set(modules) - {"router", "ingress"})
+        if unknown:
+            self._MustUse__used = True
+            raise ValueError(f"fabric modules must be a subset of 'router', 'ingress', "
+                             f"not {unknown!r}")
         self._cfg = cfg
         self._routing = routing
         self._arbiter = arbiter
         self._counter_bits = counter_bits
+        self._modules = modules
         flit = stream.Signature(flit_layout(cfg))
         super().__init__({
             "local_in": In(flit).array(cfg.rows, cfg.cols),
@@ -99,17 +116,25 @@ class NocFabric(wiring.Component):
         return self._cfg
 
     def elaborate(self, platform):
+        from ..generate import block_factory
+
         m = Module()
         cfg = self._cfg
         extra = {"routing": self._routing, "arbiter": self._arbiter}
+        router_block = block_factory(
+            lambda: Router(cfg, counter_bits=self._counter_bits, **extra),
+            self._modules.get("router"))
+        ingress_block = block_factory(lambda: Ingress(cfg, counter_bits=self._counter_bits),
+                                      self._modules.get("ingress"))
 
         routers = {}
         for y in range(cfg.rows):
             for x in range(cfg.cols):
-                router = Router(cfg, x, y, counter_bits=self._counter_bits, **extra)
-                ingress = Ingress(cfg, counter_bits=self._counter_bits)
+                router = router_block()
+                ingress = ingress_block()
                 m.submodules[f"router_{y}_{x}"] = routers[x, y] = router
                 m.submodules[f"ingress_{y}_{x}"] = ingress
+                m.d.comb += [router.x.eq(x), router.y.eq(y)]
                 wiring.connect(m, wiring.flipped(self.local_in[y][x]), ingress.inp)
                 wiring.connect(m, ingress.out, router.inp[Port.LOCAL.value])
                 wiring.connect(m, router.out[Port.LOCAL.value],
@@ -127,7 +152,7 @@ class NocFabric(wiring.Component):
 
         side = host_port(cfg).value
         host_router = routers[cfg.host_x, cfg.host_y]
-        m.submodules.host_ingress = host_ingress = Ingress(cfg, counter_bits=self._counter_bits)
+        m.submodules.host_ingress = host_ingress = ingress_block()
         wiring.connect(m, wiring.flipped(self.host_in), host_ingress.inp)
         wiring.connect(m, host_ingress.out, host_router.inp[side])
         wiring.connect(m, host_router.out[side], wiring.flipped(self.host_out))

@@ -9,7 +9,8 @@
 
 The routing decision is made as a flit enters its input FIFO and is stored beside it, so the
 cycle in which a header at the head of a FIFO is arbitrated and crossed does not also compute
-its route (the route depends only on the header and this router's position). A flit written
+its route (the route depends only on the header and this router's position, which arrives on
+the ``x``/``y`` inputs so that one Verilog module serves every router of a mesh). A flit written
 into an input FIFO in cycle ``t`` is arbitrated and crossed in cycle ``t + 1`` and sits in the
 output register (driving the link) from ``t + 2``: two cycles per hop. Everything that leaves
 the router comes straight from a flip-flop (``out.valid``/``payload`` from the output register,
@@ -25,7 +26,7 @@ from ..layouts import Port, flit_layout, header_layout
 from .arbiter import DEFAULT_ARBITER
 from .fifo import Fifo
 from .ingress import COUNTER_BITS, saturating_add
-from .routing import DEFAULT_ROUTING, check_position
+from .routing import DEFAULT_ROUTING
 
 __all__ = ["PORTS", "router_drop_layout", "router_entry_layout", "Router"]
 
@@ -64,11 +65,9 @@ class Router(wiring.Component):
     ----------
     cfg : MeshConfig
         Gives the flit format, ``cfg.noc.fifo_depth`` and the mesh size.
-    x, y : int
-        Column and row of this router's tile.
     routing : class
         Routing function (default :data:`~tilemesh.noc.routing.DEFAULT_ROUTING`), instantiated
-        as ``routing(cfg, x, y)`` once per input.
+        as ``routing(cfg)`` once per input, its ``x``/``y`` inputs driven by the router's.
     arbiter : class
         Output arbiter (default :data:`~tilemesh.noc.arbiter.DEFAULT_ARBITER`), instantiated as
         ``arbiter(5)`` once per output.
@@ -77,34 +76,29 @@ class Router(wiring.Component):
 
     Members
     -------
+    x, y : ``In(unsigned(cfg.coord_bits))``
+        Column and row of this router's tile (must be a tile of the mesh; the fabric ties them
+        to constants).
     inp : ``In(stream.Signature(flit_layout(cfg))).array(5)``
         Input links, indexed by ``Port.X.value``.
     out : ``Out(stream.Signature(flit_layout(cfg))).array(5)``
         Output links, indexed by ``Port.X.value``; driven by registers.
     drops : ``Out(router_drop_layout(counter_bits))``
         Packets dropped here (destination off the mesh), saturating.
-
-    Raises
-    ------
-    ValueError
-        If (``x``, ``y``) is not a tile of the mesh.
     """
 
-    def __init__(self, cfg, x, y, *, routing=DEFAULT_ROUTING, arbiter=DEFAULT_ARBITER,
+    def __init__(self, cfg, *, routing=DEFAULT_ROUTING, arbiter=DEFAULT_ARBITER,
                  counter_bits=COUNTER_BITS):
-        check_position(self, cfg, x, y)
-        self._cfg, self._x, self._y = cfg, x, y
+        self._cfg = cfg
         self._routing, self._arbiter = routing, arbiter
         flit = flit_layout(cfg)
         super().__init__({
+            "x": In(unsigned(cfg.coord_bits)),
+            "y": In(unsigned(cfg.coord_bits)),
             "inp": In(stream.Signature(flit)).array(PORTS),
             "out": Out(stream.Signature(flit)).array(PORTS),
             "drops": Out(router_drop_layout(counter_bits)),
         })
-
-    @property
-    def position(self):
-        return (self._x, self._y)
 
     def elaborate(self, platform):
         m = Module()
@@ -119,10 +113,12 @@ class Router(wiring.Component):
             link = self.inp[i]
             fifo = Fifo(router_entry_layout(cfg), cfg.noc.fifo_depth)
             m.submodules[f"fifo_{names[i]}"] = fifo
-            route = self._routing(cfg, self._x, self._y)
+            route = self._routing(cfg)
             m.submodules[f"route_{names[i]}"] = route
             incoming = header_layout(cfg)(link.payload.data)
             m.d.comb += [
+                route.x.eq(self.x),
+                route.y.eq(self.y),
                 route.dst_x.eq(incoming.dst_x),
                 route.dst_y.eq(incoming.dst_y),
                 fifo.w.valid.eq(link.valid),

@@ -20,9 +20,8 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..layouts import Port
-from . import _refuse
 
-__all__ = ["host_address", "host_port", "on_mesh", "check_position", "destination_ok",
+__all__ = ["host_address", "host_port", "on_mesh", "destination_ok",
            "XYRoute", "DEFAULT_ROUTING"]
 
 PORTS = len(Port)
@@ -51,14 +50,6 @@ def on_mesh(cfg, x, y):
     return 0 <= x < cfg.cols and 0 <= y < cfg.rows
 
 
-def check_position(component, cfg, x, y):
-    """Refuse to build ``component`` for a position that is not a tile of ``cfg``'s mesh."""
-    ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (x, y))
-    if not (ints and on_mesh(cfg, x, y)):
-        _refuse(component, f"router position must be a tile of the {cfg.rows}x{cfg.cols} "
-                           f"mesh, not ({x!r}, {y!r})")
-
-
 def destination_ok(cfg, dst_x, dst_y):
     """Hardware: a 1-bit expression, high when (``dst_x``, ``dst_y``) is a tile or the host.
     Any other destination is off the mesh and its packet must be dropped."""
@@ -70,14 +61,16 @@ def destination_ok(cfg, dst_x, dst_y):
 class XYRoute(wiring.Component):
     """XY routing decision of the router at tile (``x``, ``y``): combinational.
 
+    The position is an input, not a parameter, so one Verilog module serves every router.
+
     Parameters
     ----------
     cfg : MeshConfig
-    x, y : int
-        Column and row of the router.
 
     Members
     -------
+    x, y : ``In(unsigned(cfg.coord_bits))``
+        Column and row of the router (must be a tile of the mesh; constant in a mesh).
     dst_x, dst_y : ``In(unsigned(cfg.coord_bits))``
         Destination of the packet whose header is at the head of an input.
     ports : ``Out(5)``
@@ -87,16 +80,15 @@ class XYRoute(wiring.Component):
         The destination is neither a tile nor the host: the packet must be dropped.
     """
 
-    def __init__(self, cfg, x, y):
-        check_position(self, cfg, x, y)
-        self._cfg, self._x, self._y = cfg, x, y
+    def __init__(self, cfg):
+        self._cfg = cfg
         coord = unsigned(cfg.coord_bits)
-        super().__init__({"dst_x": In(coord), "dst_y": In(coord),
+        super().__init__({"x": In(coord), "y": In(coord), "dst_x": In(coord), "dst_y": In(coord),
                           "ports": Out(PORTS), "drop": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
-        cfg, x, y = self._cfg, self._x, self._y
+        cfg, x, y = self._cfg, self.x, self.y
         hx, hy = host_address(cfg)
         to_host = Signal()
         tx = Signal(unsigned(cfg.coord_bits))
@@ -108,11 +100,9 @@ class XYRoute(wiring.Component):
             ty.eq(Mux(to_host, cfg.host_y, self.dst_y)),
             self.drop.eq(~destination_ok(cfg, self.dst_x, self.dst_y)),
         ]
-        here = host_port(cfg) if (x, y) == (cfg.host_x, cfg.host_y) else None
-        # First match wins. On the west/north edge there is no "less than" branch at all, so the
-        # Verilog holds no unsigned comparison with zero (Verilator's UNSIGNED warning).
-        # "tx + 1 <= x" rather than "tx < x": on the west/north edge (x or y = 0) the latter
-        # is an unsigned compare with zero, constant false, which Verilator flags (UNSIGNED).
+        # First match wins. "tx + 1 <= x" rather than "tx < x": where a design ties x or y to 0
+        # and Amaranth folds it, the latter is an unsigned compare with zero, constant false,
+        # which Verilator flags (UNSIGNED).
         with m.If(self.drop):
             pass
         with m.Elif(tx > x):
@@ -123,9 +113,9 @@ class XYRoute(wiring.Component):
             m.d.comb += self.ports[Port.SOUTH.value].eq(1)
         with m.Elif(ty + 1 <= y):
             m.d.comb += self.ports[Port.NORTH.value].eq(1)
-        if here is not None:
-            with m.Elif(to_host):
-                m.d.comb += self.ports[here.value].eq(1)
+        # A packet for the host that got this far is at the host tile (tx, ty is the host tile).
+        with m.Elif(to_host):
+            m.d.comb += self.ports[host_port(cfg).value].eq(1)
         with m.Else():
             m.d.comb += self.ports[Port.LOCAL.value].eq(1)
         return m

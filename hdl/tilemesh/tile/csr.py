@@ -57,11 +57,11 @@ class CsrFile(wiring.Component):
     Parameters
     ----------
     cfg : MeshConfig
-    x, y : int
-        The tile's coordinates (TILE_ID).
 
     Members
     -------
+    x, y : ``In(unsigned(cfg.coord_bits))``
+        The tile's coordinates (TILE_ID).
     write : ``In(stream.Signature(csr_write_layout(cfg)))``
         ``word`` must be a mapped word (< :func:`csr_words`).
     write_error : ``Out(1)``
@@ -90,11 +90,12 @@ class CsrFile(wiring.Component):
         A payload word was written into the tile / sent by it (RX_WORDS / TX_WORDS).
     """
 
-    def __init__(self, cfg, x, y):
+    def __init__(self, cfg):
         self._cfg = cfg
-        self._x, self._y = x, y
         self._map = csr_map(cfg)
         super().__init__({
+            "x": In(unsigned(cfg.coord_bits)),
+            "y": In(unsigned(cfg.coord_bits)),
             "write": In(stream.Signature(csr_write_layout(cfg))),
             "write_error": Out(1),
             "read_word": In(csr_word_bits(cfg)),
@@ -139,7 +140,9 @@ class CsrFile(wiring.Component):
             "TX_WORDS": tx_words,
             "RX_WORDS": rx_words,
         }
-        live["TILE_ID"] = _pack(regs["TILE_ID"].shape, {"x": self._x, "y": self._y})
+        tile_id = Signal(regs["TILE_ID"].shape)
+        m.d.comb += [tile_id.x.eq(self.x), tile_id.y.eq(self.y)]
+        live["TILE_ID"] = tile_id.as_value()
         live.update({f"SEM{i}": self.sem_value[i] for i in range(SEMAPHORES)})
         live.update({f"AR{i + 1}": st.ar[i] for i in range(len(st.ar))})
         live.update({name.upper(): getattr(st, name) for name in COUNTER_NAMES})
@@ -212,8 +215,3 @@ class CsrFile(wiring.Component):
             m.d.sync += [tx_words.eq(tx_words + self.tx_word),
                          rx_words.eq(rx_words + self.rx_word)]
         return m
-
-
-def _pack(layout, fields):
-    """A constant of ``layout`` with ``fields`` (a dict), as a plain value."""
-    return data.Layout.cast(layout).const(fields).as_value()

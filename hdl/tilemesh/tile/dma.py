@@ -36,6 +36,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..config import ConfigError
 from ..layouts import (
     ADDR_BITS,
     PC_BITS,
@@ -105,14 +106,14 @@ class DmaEngine(wiring.Component):
     Parameters
     ----------
     cfg : MeshConfig
-    x, y : int
-        This tile's column and row (the ``src`` of every packet, the target of a read's SIGNAL).
     read_ahead : int
         SRAM words a ``dma.write`` may have requested ahead of the packet being sent (>= 1; 4
         hides the SRAM array's latency at one word per cycle).
 
     Members
     -------
+    x, y : ``In(unsigned(cfg.coord_bits))``
+        This tile's column and row (the ``src`` of every packet, the target of a read's SIGNAL).
     cmd : ``In(stream.Signature(dma_command_layout()))``
         Commands; taken only when idle. Operands are trusted: the controller checked ranges and
         resolved address registers.
@@ -132,25 +133,24 @@ class DmaEngine(wiring.Component):
     Raises
     ------
     ValueError
-        If (``x``, ``y``) is not a tile of the mesh or ``read_ahead`` is not a positive integer.
+        If ``read_ahead`` is not a positive integer.
+    ConfigError
+        If ``cfg`` cannot build tiles (:meth:`~tilemesh.config.MeshConfig.check_tiles`).
     """
 
-    def __init__(self, cfg, x, y, *, read_ahead=4):
-        if not (isinstance(x, int) and isinstance(y, int) and 0 <= x < cfg.cols
-                and 0 <= y < cfg.rows):
-            self._MustUse__used = True
-            raise ValueError(f"DMA engine position must be a tile of the {cfg.rows}x{cfg.cols} "
-                             f"mesh, not ({x!r}, {y!r})")
+    def __init__(self, cfg, *, read_ahead=4):
         if not isinstance(read_ahead, int) or isinstance(read_ahead, bool) or read_ahead < 1:
             self._MustUse__used = True
             raise ValueError(f"DMA read_ahead must be a positive integer, not {read_ahead!r}")
-        need = payload_flits(NotifyPayload, cfg)
-        if cfg.noc.max_packet_flits < need:
+        try:
+            cfg.check_tiles()  # the NOTIFY packet must fit max_packet_flits
+        except ConfigError:
             self._MustUse__used = True
-            raise ValueError(f"DMA engine needs NocConfig.max_packet_flits >= {need} to send a "
-                             f"NOTIFY payload of {need} flits, not {cfg.noc.max_packet_flits}")
-        self._cfg, self._x, self._y, self._read_ahead = cfg, x, y, read_ahead
+            raise
+        self._cfg, self._read_ahead = cfg, read_ahead
         super().__init__({
+            "x": In(unsigned(cfg.coord_bits)),
+            "y": In(unsigned(cfg.coord_bits)),
             "cmd": In(stream.Signature(dma_command_layout())),
             "sram": Out(sram_client_signature(cfg)),
             "ni": Out(dma_ni_signature(cfg)),
@@ -215,8 +215,8 @@ class DmaEngine(wiring.Component):
         # Headers are built as whole expressions: a signal whose constant fields were driven
         # alone would become an ``always @*`` without inputs, which Icarus never runs (X).
         def header(opcode, length, addr):
-            return _pack(header_layout(cfg), dst_x=dst_x, dst_y=dst_y, src_x=self._x,
-                         src_y=self._y, opcode=opcode, length=length, addr=addr)
+            return _pack(header_layout(cfg), dst_x=dst_x, dst_y=dst_y, src_x=self.x,
+                         src_y=self.y, opcode=opcode, length=length, addr=addr)
 
         def sram_addr(word):
             return _pack(tile_addr_layout(cfg), word=word, space=Space.SRAM)
@@ -291,7 +291,7 @@ class DmaEngine(wiring.Component):
                             s = c.args.signal
                             m.d.sync += [state.eq(_State.SIGNAL), dst_x.eq(s.x), dst_y.eq(s.y)]
                             with m.If(s.local):
-                                m.d.sync += [dst_x.eq(self._x), dst_y.eq(self._y)]
+                                m.d.sync += [dst_x.eq(self.x), dst_y.eq(self.y)]
                         with m.Case(InstrOp.NOTIFY):
                             m.d.sync += [state.eq(_State.NOTIFY_HDR), dst_x.eq(hx),
                                          dst_y.eq(hy)]
@@ -350,7 +350,7 @@ class DmaEngine(wiring.Component):
                     with m.If(block_done):
                         # The local semaphore: a SIGNAL to this tile itself (module docstring).
                         m.d.sync += [state.eq(Mux(dma.signal, _State.SIGNAL, _State.IDLE)),
-                                     dst_x.eq(self._x), dst_y.eq(self._y)]
+                                     dst_x.eq(self.x), dst_y.eq(self.y)]
                     with m.Else():
                         m.d.sync += state.eq(_State.READ_HDR)
 
@@ -402,8 +402,4 @@ class DmaEngine(wiring.Component):
         with m.If(self.abort & ~(state == _State.WRITE_HDR) & ~(state == _State.WRITE_DATA)):
             m.d.sync += rd_on.eq(0)
         return m
-
-    @property
-    def position(self):
-        return self._x, self._y
 

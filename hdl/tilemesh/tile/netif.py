@@ -363,6 +363,8 @@ class ReadResponder(wiring.Component):
 
     Members
     -------
+    x, y : ``In(unsigned(cfg.coord_bits))``
+        This tile's coordinates (``src`` of the READ_RESP packets).
     req : ``In(stream.Signature(read_entry_layout(cfg)))``
     out : ``Out(stream.Signature(flit_layout(cfg)))``
     sram : ``Out(sram_client_signature(cfg))``
@@ -375,10 +377,11 @@ class ReadResponder(wiring.Component):
 
     ORDER_DEPTH = 4  # words in flight: covers the SRAM array's 2-cycle latency at full rate
 
-    def __init__(self, cfg, x, y):
+    def __init__(self, cfg):
         self._cfg = cfg
-        self._x, self._y = x, y
         super().__init__({
+            "x": In(unsigned(cfg.coord_bits)),
+            "y": In(unsigned(cfg.coord_bits)),
             "req": In(stream.Signature(read_entry_layout(cfg))),
             "out": Out(stream.Signature(flit_layout(cfg))),
             "sram": Out(sram_client_signature(cfg)),
@@ -408,7 +411,7 @@ class ReadResponder(wiring.Component):
         header = Signal(header_layout(cfg))
         m.d.comb += [
             header.dst_x.eq(entry.x), header.dst_y.eq(entry.y),
-            header.src_x.eq(self._x), header.src_y.eq(self._y),
+            header.src_x.eq(self.x), header.src_y.eq(self.y),
             header.opcode.eq(Opcode.READ_RESP),
             header.length.eq(entry.count),
             header.addr.eq(entry.reply_addr),
@@ -486,14 +489,17 @@ class NotifySender(wiring.Component):
 
     Members
     -------
+    x, y : ``In(unsigned(cfg.coord_bits))``
+        This tile's coordinates (``src`` of the NOTIFY packets).
     notify : ``In(stream.Signature(NotifyPayload))``
     out : ``Out(stream.Signature(flit_layout(cfg)))``
     """
 
-    def __init__(self, cfg, x, y):
+    def __init__(self, cfg):
         self._cfg = cfg
-        self._x, self._y = x, y
         super().__init__({
+            "x": In(unsigned(cfg.coord_bits)),
+            "y": In(unsigned(cfg.coord_bits)),
             "notify": In(stream.Signature(NotifyPayload)),
             "out": Out(stream.Signature(flit_layout(cfg))),
         })
@@ -504,9 +510,14 @@ class NotifySender(wiring.Component):
         w = cfg.word_bits
         n = payload_flits(NotifyPayload, cfg)
         hx, hy = host_address(cfg)
-        header = header_layout(cfg).const({
-            "dst_x": hx, "dst_y": hy, "src_x": self._x, "src_y": self._y,
-            "opcode": Opcode.NOTIFY, "length": n, "addr": 0})
+        header = Signal(header_layout(cfg))
+        m.d.comb += [
+            header.eq(header_layout(cfg).const({
+                "dst_x": hx, "dst_y": hy, "src_x": 0, "src_y": 0,
+                "opcode": Opcode.NOTIFY, "length": n, "addr": 0})),
+            header.src_x.eq(self.x),
+            header.src_y.eq(self.y),
+        ]
         bits = self.notify.payload.as_value()
         k = Signal(range(n + 1))    # 0: header, i: payload flit i - 1
         with m.Switch(k):
@@ -541,11 +552,12 @@ class NetworkInterface(wiring.Component):
     Parameters
     ----------
     cfg : MeshConfig
-    x, y : int
-        This tile's coordinates (source of the packets it sends, TILE_ID).
 
     Members
     -------
+    x, y : ``In(unsigned(cfg.coord_bits))``
+        This tile's coordinates (source of the packets it sends, TILE_ID); inputs rather than
+        parameters, so one Verilog module serves every tile of a mesh.
     net_in : ``In(stream.Signature(flit_layout(cfg)))``
         From the router's Local output.
     net_out : ``Out(stream.Signature(flit_layout(cfg)))``
@@ -577,10 +589,11 @@ class NetworkInterface(wiring.Component):
         This tile's NoC drop counters (shown in the DROP_* registers).
     """
 
-    def __init__(self, cfg, x, y):
+    def __init__(self, cfg):
         self._cfg = cfg
-        self._x, self._y = x, y
         super().__init__({
+            "x": In(unsigned(cfg.coord_bits)),
+            "y": In(unsigned(cfg.coord_bits)),
             "net_in": In(stream.Signature(flit_layout(cfg))),
             "net_out": Out(stream.Signature(flit_layout(cfg))),
             "sram_rx": Out(sram_client_signature(cfg)),
@@ -601,16 +614,18 @@ class NetworkInterface(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cfg, x, y = self._cfg, self._x, self._y
+        cfg = self._cfg
 
         # A register stage on the way in: net_in.ready is a flip-flop, not the SRAM arbiter.
         m.submodules.inbuf = inbuf = Fifo(flit_layout(cfg), 2)
         m.submodules.rx = rx = Receiver(cfg)
-        m.submodules.responder = resp = ReadResponder(cfg, x, y)
-        m.submodules.notifier = notifier = NotifySender(cfg, x, y)
+        m.submodules.responder = resp = ReadResponder(cfg)
+        m.submodules.notifier = notifier = NotifySender(cfg)
         m.submodules.tx = tx = PacketArbiter(cfg, 3)
-        m.submodules.csr = csr = CsrFile(cfg, x, y)
+        m.submodules.csr = csr = CsrFile(cfg)
         m.submodules.sems = sems = Semaphores()
+        for block in (resp, notifier, csr):
+            m.d.comb += [block.x.eq(self.x), block.y.eq(self.y)]
 
         wiring.connect(m, wiring.flipped(self.net_in), inbuf.w)
         wiring.connect(m, inbuf.r, rx.inp)

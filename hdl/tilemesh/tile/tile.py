@@ -23,10 +23,11 @@ SRAM clients, in arbiter order: ``ni_rx`` (network writes), ``ni_read`` (READ_RE
 always makes progress (docs/tile-design.md §1).
 """
 
-from amaranth.hdl import Module
+from amaranth.hdl import Module, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..config import ConfigError
 from ..layouts import TileState, flit_layout
 from ..noc.fabric import status_layout
 from .controller import Controller
@@ -53,16 +54,20 @@ SRAM_CLIENTS = (
 
 
 class Tile(wiring.Component):
-    """Compute tile (``x``, ``y``) of a mesh of ``cfg``.
+    """A compute tile of a mesh of ``cfg``.
+
+    The tile's position is an input (``x``, ``y``), not a parameter: one Verilog module serves
+    every tile of a mesh, which ties the inputs to constants (synthesis folds them).
 
     Parameters
     ----------
     cfg : MeshConfig
-    x, y : int
-        Column and row of the tile.
 
     Members
     -------
+    x, y : ``In(unsigned(cfg.coord_bits))``
+        Column and row of the tile; must be a tile of the mesh and constant (TILE_ID, the
+        ``src`` of every packet the tile sends, the target of its local SIGNALs).
     net_in : ``In(stream.Signature(flit_layout(cfg)))``
         Packets for this tile, from the router's Local output.
     net_out : ``Out(stream.Signature(flit_layout(cfg)))``
@@ -74,19 +79,21 @@ class Tile(wiring.Component):
 
     Raises
     ------
-    ValueError
-        If (``x``, ``y``) is not a tile of the mesh.
+    ConfigError
+        If ``cfg`` cannot build tiles (:meth:`~tilemesh.config.MeshConfig.check_tiles`).
     """
 
-    def __init__(self, cfg, x, y):
-        if not (isinstance(x, int) and isinstance(y, int) and 0 <= x < cfg.cols
-                and 0 <= y < cfg.rows):
+    def __init__(self, cfg):
+        try:
+            cfg.check_tiles()
+        except ConfigError:
             self._MustUse__used = True
-            raise ValueError(f"tile position must be a tile of the {cfg.rows}x{cfg.cols} mesh, "
-                             f"not ({x!r}, {y!r})")
-        self._cfg, self._x, self._y = cfg, x, y
+            raise
+        self._cfg = cfg
         flit = stream.Signature(flit_layout(cfg))
         super().__init__({
+            "x": In(unsigned(cfg.coord_bits)),
+            "y": In(unsigned(cfg.coord_bits)),
             "net_in": In(flit),
             "net_out": Out(flit),
             "noc_status": In(status_layout()),
@@ -97,24 +104,22 @@ class Tile(wiring.Component):
     def cfg(self):
         return self._cfg
 
-    @property
-    def position(self):
-        return self._x, self._y
-
     def elaborate(self, platform):
         m = Module()
-        cfg, x, y = self._cfg, self._x, self._y
+        cfg = self._cfg
 
         names = [name for name, _, _ in SRAM_CLIENTS]
         m.submodules.sram = sram = SramArray(
             cfg, names, readers=[n for n, r, _ in SRAM_CLIENTS if r],
             writers=[n for n, _, w in SRAM_CLIENTS if w])
         client = {name: sram.clients[i] for i, name in enumerate(names)}
-        m.submodules.ni = ni = NetworkInterface(cfg, x, y)
+        m.submodules.ni = ni = NetworkInterface(cfg)
         m.submodules.controller = ctl = Controller(cfg)
-        m.submodules.dma = dma = DmaEngine(cfg, x, y)
+        m.submodules.dma = dma = DmaEngine(cfg)
         m.submodules.matmul = mm = MatmulEngine(cfg)
         m.submodules.simd = simd = SimdEngine(cfg)
+        for block in (ni, dma):
+            m.d.comb += [block.x.eq(self.x), block.y.eq(self.y)]
 
         # Network.
         wiring.connect(m, wiring.flipped(self.net_in), ni.net_in)
