@@ -79,6 +79,8 @@ class Target:
         The nextpnr utilisation entry that counts logic cells (LUT+FF sites).
     capacity : dict
         Device capacity per report column, for the fit check before place and route.
+    lutram_sites : int
+        Logic sites one LUT RAM cell takes once packed (0: the device has no LUT RAM).
     """
 
     name: str
@@ -90,14 +92,15 @@ class Target:
     cells: dict
     logic_resource: str
     capacity: dict
+    lutram_sites: int = 0
 
     def needed_logic(self, counts):
         """Logic sites the netlist needs at least (a lower bound used by the fit check)."""
         if self.name == "ice40":
             # An iCE40 logic cell holds one LUT4, one FF and one carry: the largest count bounds.
             return max(counts["lut"], counts["ff"], counts["carry"])
-        # An ECP5 CCU2C covers two LUT4 sites of a slice.
-        return counts["lut"] + 2 * counts["carry"]
+        # An ECP5 CCU2C covers two LUT4 sites of a slice; a LUT RAM cell several.
+        return counts["lut"] + 2 * counts["carry"] + self.lutram_sites * counts["lutram"]
 
 
 TARGETS = {
@@ -129,6 +132,11 @@ TARGETS = {
                "lutram": ["TRELLIS_DPR16X4"]},
         logic_resource="TRELLIS_COMB",
         capacity={"logic": 83640, "dsp": 156, "bram": 208, "spram": 0},
+        # A TRELLIS_DPR16X4 (16 x 4 bits) packs into 4 TRELLIS_COMB plus a TRELLIS_RAMW that
+        # blocks 2 more: 6 logic sites (1.5 per bit of width), whatever the depth (measured:
+        # a 2 x 128-bit FIFO is 62 LUT4 + 32 DPR16X4 = 255 TRELLIS_COMB; the same FIFO forced
+        # into flip-flops is worse, 340).
+        lutram_sites=6,
     ),
 }
 
@@ -346,11 +354,17 @@ class BlockSpec:
         return SramExpectation(banks, cfg.tile.sram_depth, cfg.word_bits) if banks else None
 
 
+def _at_origin(component, cfg):
+    # Position inputs tied to (0, 0) as the mesh ties them, so synthesis folds them (not pins).
+    from .generate import AtPosition
+    return AtPosition(component, cfg, 0, 0)
+
+
 BLOCKS = {spec.name: spec for spec in (
     BlockSpec("mesh", "tilemesh_mesh", "tilemesh.mesh:Mesh", lambda cls, cfg: cls(cfg),
               lambda cfg: cfg.tiles * cfg.tile.sram_banks),
     BlockSpec("tile", "tilemesh_tile", "tilemesh.tile.tile:Tile",
-              lambda cls, cfg: cls(cfg, 0, 0), lambda cfg: cfg.tile.sram_banks),
+              lambda cls, cfg: _at_origin(cls(cfg), cfg), lambda cfg: cfg.tile.sram_banks),
     BlockSpec("matrix", "tilemesh_matrix", "tilemesh.tile.matrix:MatrixUnit",
               lambda cls, cfg: cls.from_config(cfg.tile)),
     BlockSpec("simd", "tilemesh_simd", "tilemesh.tile.simd:SimdUnit",
@@ -359,7 +373,7 @@ BLOCKS = {spec.name: spec for spec in (
               lambda cls, cfg: cls(width=cfg.word_bits, depth=cfg.tile.sram_depth),
               lambda cfg: 1),
     BlockSpec("router", "tilemesh_router", "tilemesh.noc.router:Router",
-              lambda cls, cfg: cls(cfg, 0, 0)),
+              lambda cls, cfg: _at_origin(cls(cfg), cfg)),
     BlockSpec("noc", "tilemesh_noc", "tilemesh.noc.fabric:NocFabric", lambda cls, cfg: cls(cfg)),
 )}
 # Without --block: the whole mesh once it exists, else every block that exists.

@@ -190,6 +190,15 @@ def test_memory_rules():
         "memory imem (64 x 64 bits) fell back to LUT RAM"]
 
 
+def test_logic_sites_before_place_and_route():
+    counts = {"lut": 62, "ff": 184, "carry": 5, "lutram": 32}
+    # ECP5: a CCU2C takes two TRELLIS_COMB, a TRELLIS_DPR16X4 six (4 in RAM mode + the RAMW's
+    # slice): nextpnr packed a 2 x 128-bit FIFO, 62 LUT4 + 32 DPR16X4, into 255 TRELLIS_COMB.
+    assert synth.TARGETS["ecp5"].needed_logic(counts) == 62 + 2 * 5 + 6 * 32
+    # iCE40: LUT, FF and carry share a logic cell; there is no LUT RAM.
+    assert synth.TARGETS["ice40"].needed_logic(counts) == 184
+
+
 def _parser():
     parser = argparse.ArgumentParser()
     add_config_arguments(parser)

@@ -564,7 +564,8 @@ CFG_ERRORS = [
 
 @pytest.mark.parametrize("src,message", CFG_ERRORS, ids=[f"c{i}" for i in range(len(CFG_ERRORS))])
 def test_config_errors(src, message):
-    cfg = preset("tiny")  # 1 x 2 tiles, 2 x 256 words of 32 bits, 2x2 PEs, acc 24, imem 64
+    # tiny's tiles (2 x 256 words of 32 bits, 2x2 PEs, acc 24, imem 64) in a 1 x 2 mesh
+    cfg = dataclasses.replace(preset("tiny"), cols=2)
     if "0x1fc" in src:
         # the C block of a 2x2 array (2 words per row) from 0x1fc with stride 2 ends at 0x1ff:
         # it fits; one word later it does not

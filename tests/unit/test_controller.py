@@ -52,7 +52,7 @@ class Bench:
     what the counters should show."""
 
     def __init__(self, cfg, seed, *, stall=0.3, max_busy=6, sem_stall=0.2, note_stall=0.3,
-                 queue_depth=4):
+                 queue_depth=None):
         self.cfg = cfg
         self.dut = Controller(cfg, queue_depth=queue_depth)
         self.rnd = random.Random(seed)
@@ -520,8 +520,9 @@ def test_every_error(name):
 
 # -- blocking, timeout, semaphores ----------------------------------------------------------------
 
-def test_wait_timeout_and_late_signal():
-    cfg = CONFIGS["default"]
+@pytest.mark.parametrize("name", ["default", "tiny"])  # unit queues of 4 and of 1 entry
+def test_wait_timeout_and_late_signal(name):
+    cfg = CONFIGS[name]
     bench = Bench(cfg, f"{SEED}:wait", note_stall=0.0)
     dut = bench.dut
     st = dut.status
@@ -574,7 +575,7 @@ def test_wait_timeout_and_late_signal():
         ctx.set(dut.timeout, 0)
         # ERROR still lets queued work finish: the held queue drains after the error.
         await bench.wait_for(ctx, lambda: bench.idle(ctx), 100, "the queue to drain")
-        assert len(bench.log["dma"]) == 4  # the queue depth
+        assert len(bench.log["dma"]) == cfg.tile.unit_queue_depth
 
     _simulate(bench, main)
 

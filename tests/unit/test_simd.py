@@ -26,9 +26,10 @@ from tilemesh.model.reference import (
 from tilemesh.tile.simd import SimdUnit
 from tilemesh_sim.simd_bench import INVALID_OPS, expected_beat, pack_beat, random_beat
 
-# (lanes, acc_bits, out_bits, scale_bits): 1 lane; the default tile; odd widths; the widest.
-CONFIGS = [(1, 32, 8, 16), (4, 32, 8, 16), (3, 19, 7, 11), (2, 64, 16, 32)]
-CONFIG_IDS = ["1x32-8", "4x32-8", "3x19-7-s11", "2x64-16-s32"]
+# (lanes, acc_bits, out_bits, scale_bits): 1 lane; the default tile; odd widths; the widest;
+# lanes narrower than the scale (MUL's y then fits the low partial product alone).
+CONFIGS = [(1, 32, 8, 16), (4, 32, 8, 16), (3, 19, 7, 11), (2, 64, 16, 32), (2, 12, 6, 16)]
+CONFIG_IDS = ["1x32-8", "4x32-8", "3x19-7-s11", "2x64-16-s32", "2x12-6-s16"]
 
 
 # -- the reference --------------------------------------------------------------------------------
@@ -304,8 +305,8 @@ def test_stalled_output_fills_the_pipeline_then_resumes():
     async def consumer(ctx):
         ctx.set(dut.out.ready, 0)
         await ctx.tick().repeat(30)
-        # Out never ready: exactly `latency` beats fit in the pipeline, the input is held off.
-        assert len(accepted) == SimdUnit.latency and not ctx.get(dut.inp.ready)
+        # Out never ready: exactly `capacity` beats fit in the unit, the input is held off.
+        assert len(accepted) == SimdUnit.capacity and not ctx.get(dut.inp.ready)
         ctx.set(dut.out.ready, 1)
         while len(got) < len(beats):
             _, _, valid, payload = await ctx.tick().sample(dut.out.valid, dut.out.payload)

@@ -105,9 +105,9 @@ class Controller(wiring.Component):
     Parameters
     ----------
     cfg : MeshConfig
-    queue_depth : int
-        Entries of each unit queue (DMA, matrix, SIMD); at least 1, 4 by default. Results never
-        depend on it.
+    queue_depth : int or None
+        Entries of each unit queue (DMA, matrix, SIMD); at least 1. None (the default) takes
+        ``cfg.tile.unit_queue_depth``. Results never depend on it.
 
     Members
     -------
@@ -148,7 +148,9 @@ class Controller(wiring.Component):
         Pulse: RESET; the queues are flushed in the same cycle and offer nothing.
     """
 
-    def __init__(self, cfg, *, queue_depth=4):
+    def __init__(self, cfg, *, queue_depth=None):
+        if queue_depth is None:
+            queue_depth = cfg.tile.unit_queue_depth
         if not isinstance(queue_depth, int) or isinstance(queue_depth, bool) or queue_depth < 1:
             self._MustUse__used = True
             raise ValueError(f"controller queue depth must be a positive integer, "

@@ -3,10 +3,19 @@
 Every op goes through one datapath per lane, so the multiplier and the rounding shifter are shared
 between the ops that need them::
 
-    inp ─► S1 ──────────► S2 ────────────► S3 ──────────────► S4 ─────────► S5 ──────────► out
-           operands:      p = x * b,       t = p + half        r = t >> s    sat(r + zp) or
-           broadcast,     or the ALU         - neg                           low acc_bits of r
-           b, s, zp       result             (rounding nudge)
+    inp ─► S1 ────────► S2 ─────────────► S3 ────────► S4 ──────────► S5 ───────► S6 ─────► out
+           operands:    m = xu * bl       p = m + f    t = p + half   r = t >> s  sat(r + zp)
+           broadcast,   (DSP, registered) (P bits)       - neg                    or low
+           bl, s, zp    f = rest of x*b,               (rounding                  acc_bits
+                        or the ALU result               nudge)                    of r
+
+The multiplier operand ``b`` is split as ``bh * 2**k + bl`` (``k = scale_bits``, ``bl``
+unsigned): S2 forms ``xu * bl`` (``xu`` = x as unsigned) alone in the DSP blocks, with registers
+on both sides, and ``f`` beside it: the product's other terms (at weight ``2**k``: MUL's
+``x * bh``, of which only the low ``acc_bits - k`` bits reach the result; the sign corrections of
+``x`` and of REQUANT's scale), or the ALU result with ``bl = 0``. That is an ``acc_bits`` x ``k``
+and an ``(acc_bits - k)`` x ``(acc_bits - k)`` multiplier per lane instead of an ``acc_bits`` x
+``acc_bits`` one.
 
 * MUL:      b = y,     s = 0         -> low ``acc_bits`` of p
 * SHR:      b = 1,     s = shift     -> r (always fits ``acc_bits``)
@@ -14,9 +23,11 @@ between the ops that need them::
 * REQUANT:  b = scale, s = shift     -> sat(r + zero_point)
 * ADD, SUB, MIN, MAX, RELU, invalid: the ALU result goes through with s = 0, zp = 0.
 
-Each stage has a valid bit and advances when the stage after it is empty or advancing, so the unit
-takes one beat per cycle while ``out`` is ready and stalls without losing or duplicating beats
-when it is not. The exact semantics are those of :func:`tilemesh.model.reference.simd`.
+The six stages advance together, on one enable: the ``w.ready`` of a two-entry output FIFO, a
+flip-flop. So neither that enable (which fans out to every register of the lanes) nor ``inp.ready``
+carries logic from ``out.ready``; the unit takes one beat per cycle while ``out`` is taken, and a
+stalled ``out`` fills the FIFO and then freezes the stages, losing and duplicating nothing.
+The exact semantics are those of :func:`tilemesh.model.reference.simd`.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
@@ -24,6 +35,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..layouts import SIMD_SCALE_BITS, SimdOp, simd_in_layout, simd_out_layout
+from ..noc.fifo import Fifo
 
 __all__ = ["SimdUnit"]
 
@@ -64,7 +76,9 @@ class SimdUnit(wiring.Component):
     """
 
     #: Cycles from an accepted input beat to its output beat (with ``out`` ready).
-    latency = 5
+    latency = 7
+    #: Beats the unit holds while ``out`` is stalled: six stages and the output FIFO's two.
+    capacity = 8
 
     def __init__(self, lanes, acc_bits, out_bits, *, scale_bits=SIMD_SCALE_BITS):
         _check_int("lanes", lanes, 1, 64)
@@ -94,20 +108,21 @@ class SimdUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         lanes, acc, P = self.lanes, self.acc_bits, self.product_bits
-        bw = max(acc, self.scale_bits)
-        n_stages = self.latency
+        k = self.scale_bits
+        n_stages = 6
 
-        # Handshake: stage k loads when it is empty or stage k+1 is loading (or out is taking).
-        valid = [Signal(name=f"s{k + 1}_valid") for k in range(n_stages)]
-        load = [Signal(name=f"s{k + 1}_load") for k in range(n_stages)]
-        m.d.comb += load[-1].eq(~valid[-1] | self.out.ready)
-        for k in reversed(range(n_stages - 1)):
-            m.d.comb += load[k].eq(~valid[k] | load[k + 1])
-        m.d.comb += self.inp.ready.eq(load[0])
+        # Handshake: every stage advances on ``adv``, the output FIFO's registered w.ready. The
+        # last stage's beat goes into the FIFO whenever the stages advance.
+        m.submodules.out_fifo = out_fifo = Fifo(simd_out_layout(lanes, acc), 2)
+        wiring.connect(m, wiring.flipped(self.out), out_fifo.r)
+        adv = Signal()
+        valid = [Signal(name=f"s{j + 1}_valid") for j in range(n_stages)]
+        load = [adv] * n_stages
+        m.d.comb += [adv.eq(out_fifo.w.ready), self.inp.ready.eq(adv)]
         prev = [self.inp.valid] + valid[:-1]
-        for k in range(n_stages):
-            with m.If(load[k]):
-                m.d.sync += valid[k].eq(prev[k])
+        for j in range(n_stages):
+            with m.If(adv):
+                m.d.sync += valid[j].eq(prev[j])
 
         def regs(name, shape, count=None):
             # Data registers need no reset: only the valid bits say what they hold.
@@ -120,12 +135,19 @@ class SimdUnit(wiring.Component):
         is_valid_op = Signal()
         m.d.comb += is_valid_op.eq(Cat(*(op == o for o in SimdOp)).any())
 
-        # -- S1: operands. b is the multiplier operand, s the (clamped) rounding shift. -------
+        # -- S1: operands. The multiplier operand b = y (MUL), scale (REQUANT) or 1 (SHR, SAT)
+        # is split as b = bh * 2**k + bl with bl its low k = scale_bits bits (unsigned), so the
+        # lane needs an acc_bits x k product and, for MUL only, the low acc_bits - k bits of a
+        # (acc_bits - k) x (acc_bits - k) one, instead of a full acc_bits x acc_bits product:
+        # 3 MULT18X18D / SB_MAC16 per lane at 32 bits, 2 (and an 8 x 8 in logic) at 24. -----
         s1_x = regs("s1_x", signed(acc), lanes)
         s1_y = regs("s1_y", signed(acc), lanes)
-        s1_b = regs("s1_b", signed(bw), lanes)
+        s1_bl = regs("s1_bl", unsigned(k), lanes)
         s1_op = regs("s1_op", SimdOp)
         s1_err, s1_sat = regs("s1_err", 1), regs("s1_sat", 1)
+        # -x for a REQUANT with a negative scale, else 0: negated here so that S2 has one carry
+        # chain on that path, not two in a row.
+        s1_neg_x = regs("s1_neg_x", signed(acc + 1), lanes)
         s1_shift = regs("s1_shift", range(P + 1))
         s1_zp = regs("s1_zp", signed(acc))
         uses_shift = (op == SimdOp.SHR) | (op == SimdOp.REQUANT)
@@ -142,78 +164,113 @@ class SimdUnit(wiring.Component):
             ]
             for i in range(lanes):
                 y = inp.y[0] if i == 0 else Mux(inp.broadcast, inp.y[0], inp.y[i])
+                y_ext = Signal(signed(max(acc, k)), name=f"y_ext_{i}")
+                m.d.comb += y_ext.eq(y)
                 m.d.sync += [
                     s1_x[i].eq(inp.x[i]),
                     s1_y[i].eq(y),
-                    s1_b[i].eq(Mux(op == SimdOp.MUL, y,
-                                   Mux(op == SimdOp.REQUANT, inp.scale, 1))),
+                    s1_neg_x[i].eq(Mux((op == SimdOp.REQUANT) & inp.scale[-1], -inp.x[i], 0)),
+                    # ALU ops and invalid ones multiply by 0: their result comes in as ``f``.
+                    s1_bl[i].eq(Mux(op == SimdOp.MUL, y_ext[:k],
+                                    Mux(op == SimdOp.REQUANT, inp.scale[:k],
+                                        Mux((op == SimdOp.SHR) | (op == SimdOp.SAT), 1, 0)))),
                 ]
 
-        # -- S2: the product, or the ALU result. -----------------------------------------------
-        s2_p = regs("s2_p", signed(P), lanes)
+        # -- S2: the registered partial products: m = x mod 2**acc * bl (the DSP blocks, with
+        # nothing after them) and f, the rest of the product at weight 2**k or the ALU result.
+        # With x = xu - xs * 2**acc (xs its sign) and b = bl - bs * 2**k (REQUANT's scale sign):
+        #   x * b = xu * bl + (-bs * x) * 2**k - (xs * bl) * 2**acc            (mod 2**P)
+        # and for MUL only the low acc bits count, so f = (x * bh mod 2**(acc-k)) * 2**k. --------
+        s2_m = regs("s2_m", unsigned(P), lanes)
+        s2_f = regs("s2_f", unsigned(P), lanes)
         s2_err, s2_sat = regs("s2_err", 1), regs("s2_sat", 1)
         s2_shift, s2_zp = regs("s2_shift", range(P + 1)), regs("s2_zp", signed(acc))
         with m.If(load[1]):
             m.d.sync += [s2_err.eq(s1_err), s2_sat.eq(s1_sat), s2_shift.eq(s1_shift),
                          s2_zp.eq(s1_zp)]
             for i in range(lanes):
-                x, y = s1_x[i], s1_y[i]
+                x, y, bl = s1_x[i], s1_y[i], s1_bl[i]
+                m.d.sync += s2_m[i].eq(x.as_unsigned() * bl)
                 with m.Switch(s1_op):
                     with m.Case(SimdOp.ADD):
-                        m.d.sync += s2_p[i].eq((x + y)[:acc].as_signed())
+                        m.d.sync += s2_f[i].eq((x + y)[:acc].as_signed())
                     with m.Case(SimdOp.SUB):
-                        m.d.sync += s2_p[i].eq((x - y)[:acc].as_signed())
+                        m.d.sync += s2_f[i].eq((x - y)[:acc].as_signed())
                     with m.Case(SimdOp.MIN):
-                        m.d.sync += s2_p[i].eq(Mux(x < y, x, y))
+                        m.d.sync += s2_f[i].eq(Mux(x < y, x, y))
                     with m.Case(SimdOp.MAX):
-                        m.d.sync += s2_p[i].eq(Mux(x < y, y, x))
+                        m.d.sync += s2_f[i].eq(Mux(x < y, y, x))
                     with m.Case(SimdOp.RELU):
-                        m.d.sync += s2_p[i].eq(Mux(x < 0, 0, x))
-                    with m.Case(SimdOp.MUL, SimdOp.SHR, SimdOp.SAT, SimdOp.REQUANT):
-                        # Truncated to P bits: exact for REQUANT, SHR, SAT; MUL keeps acc_bits.
-                        m.d.sync += s2_p[i].eq(x * s1_b[i])
+                        m.d.sync += s2_f[i].eq(Mux(x < 0, 0, x))
+                    with m.Case(SimdOp.MUL):
+                        if acc > k:
+                            high = (x[:acc - k] * y[k:])[:acc - k]
+                            m.d.sync += s2_f[i].eq(Cat(Const(0, k), high))
+                        else:  # y fits bl: nothing of x * bh reaches the low acc bits
+                            m.d.sync += s2_f[i].eq(0)
+                    with m.Case(SimdOp.SHR, SimdOp.SAT, SimdOp.REQUANT):
+                        m.d.sync += s2_f[i].eq(
+                            (s1_neg_x[i].as_unsigned() << k) - (Mux(x[-1], bl, 0) << acc))
                     with m.Default():  # invalid op: x passes through, error is flagged
-                        m.d.sync += s2_p[i].eq(x)
+                        m.d.sync += s2_f[i].eq(x)
 
-        # -- S3: add the rounding nudge, half an output LSB minus one for negative values, so
-        # the floor of S4's arithmetic shift rounds ties away from zero. ---------------------
-        s3_t = regs("s3_t", signed(P + 1), lanes)
+        # -- S3: the product (or the ALU result, m being 0 then), wrapped to P bits. ----------
+        s3_p = regs("s3_p", signed(P), lanes)
         s3_err, s3_sat = regs("s3_err", 1), regs("s3_sat", 1)
         s3_shift, s3_zp = regs("s3_shift", range(P + 1)), regs("s3_zp", signed(acc))
-        half = Signal(unsigned(P), name="s2_half")
-        m.d.comb += half.eq(Cat(*(s2_shift == j + 1 for j in range(P))))
         with m.If(load[2]):
             m.d.sync += [s3_err.eq(s2_err), s3_sat.eq(s2_sat), s3_shift.eq(s2_shift),
                          s3_zp.eq(s2_zp)]
             for i in range(lanes):
-                neg = (s2_p[i] < 0) & (s2_shift != 0)
-                m.d.sync += s3_t[i].eq(s2_p[i] + half - neg)
+                m.d.sync += s3_p[i].eq((s2_m[i] + s2_f[i])[:P])
 
-        # -- S4: arithmetic shift right. -------------------------------------------------------
-        s4_r = regs("s4_r", signed(P + 1), lanes)
-        s4_err, s4_sat, s4_zp = regs("s4_err", 1), regs("s4_sat", 1), regs("s4_zp", signed(acc))
+        # -- S4: add the rounding nudge, half an output LSB minus one for negative values, so
+        # the floor of S5's arithmetic shift rounds ties away from zero. ---------------------
+        s4_t = regs("s4_t", signed(P + 1), lanes)
+        s4_err, s4_sat = regs("s4_err", 1), regs("s4_sat", 1)
+        s4_shift, s4_zp = regs("s4_shift", range(P + 1)), regs("s4_zp", signed(acc))
+        # half = 2**(s-1) (bit s-1 alone), half - 1 = the bits below it: one adder, no
+        # separate decrement.
+        half = Signal(unsigned(P), name="s3_half")
+        below_half = Signal(unsigned(P), name="s3_below_half")
+        m.d.comb += [half.eq(Cat(*(s3_shift == j + 1 for j in range(P)))),
+                     below_half.eq(Cat(*(s3_shift > j + 1 for j in range(P))))]
         with m.If(load[3]):
-            m.d.sync += [s4_err.eq(s3_err), s4_sat.eq(s3_sat), s4_zp.eq(s3_zp)]
+            m.d.sync += [s4_err.eq(s3_err), s4_sat.eq(s3_sat), s4_shift.eq(s3_shift),
+                         s4_zp.eq(s3_zp)]
             for i in range(lanes):
-                m.d.sync += s4_r[i].eq(s3_t[i] >> s3_shift)
+                neg = (s3_p[i] < 0) & (s3_shift != 0)
+                m.d.sync += s4_t[i].eq(s3_p[i] + Mux(neg, below_half, half))
 
-        # -- S5: zero point, then saturate (SAT, REQUANT) or keep the low acc_bits. ------------
-        out = self.out.payload
+        # -- S5: arithmetic shift right. -------------------------------------------------------
+        s5_r = regs("s5_r", signed(P + 1), lanes)
+        s5_err, s5_sat, s5_zp = regs("s5_err", 1), regs("s5_sat", 1), regs("s5_zp", signed(acc))
+        with m.If(load[4]):
+            m.d.sync += [s5_err.eq(s4_err), s5_sat.eq(s4_sat), s5_zp.eq(s4_zp)]
+            for i in range(lanes):
+                m.d.sync += s5_r[i].eq(s4_t[i] >> s4_shift)
+
+        # -- S6: zero point, then saturate (SAT, REQUANT) or keep the low acc_bits. ------------
+        out = out_fifo.w.payload
         lo = Const(-(1 << (self.out_bits - 1)), signed(self.out_bits))
         hi = Const((1 << (self.out_bits - 1)) - 1, signed(self.out_bits))
-        s5_data = regs("s5_data", signed(acc), lanes)
-        s5_err = regs("s5_err", 1)
-        with m.If(load[4]):
-            m.d.sync += s5_err.eq(s4_err)
+        s6_data = regs("s6_data", signed(acc), lanes)
+        s6_err = regs("s6_err", 1)
+        with m.If(load[5]):
+            m.d.sync += s6_err.eq(s5_err)
             for i in range(lanes):
-                v = Signal(signed(P + 2), name=f"s4_v_{i}")
-                m.d.comb += v.eq(s4_r[i] + s4_zp)
-                clamped = Mux(v < lo, lo, Mux(v > hi, hi, v[:self.out_bits].as_signed()))
-                m.d.sync += s5_data[i].eq(Mux(s4_sat, clamped, v[:acc].as_signed()))
+                v = Signal(signed(P + 2), name=f"s5_v_{i}")
+                m.d.comb += v.eq(s5_r[i] + s5_zp)
+                # v fits out_bits when its bits from out_bits - 1 up are all equal (all sign):
+                # two AND/OR trees instead of two full-width comparators.
+                top = v[self.out_bits - 1:]
+                fits = (top == 0) | (top == (1 << len(top)) - 1)
+                clamped = Mux(fits, v[:self.out_bits].as_signed(), Mux(v[-1], lo, hi))
+                m.d.sync += s6_data[i].eq(Mux(s5_sat, clamped, v[:acc].as_signed()))
         m.d.comb += [
-            self.out.valid.eq(valid[-1]),
-            out.error.eq(s5_err),
+            out_fifo.w.valid.eq(valid[-1]),
+            out.error.eq(s6_err),
         ]
         for i in range(lanes):
-            m.d.comb += out.data[i].eq(s5_data[i])
+            m.d.comb += out.data[i].eq(s6_data[i])
         return m

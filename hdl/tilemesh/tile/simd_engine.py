@@ -12,7 +12,7 @@
                               │                                                    │
                               └─ write job (d, dfmt, count) ─┐      SimdUnit (L lanes)
                                                              ▼                     │
-                                  d.write ◄── pack (dfmt), d_words per vector ◄── result FIFO
+                                  d.write ◄── pack (dfmt), d_words per vector ◄── its out FIFO
 
 Per instruction the sequencer reads the ``count`` x vectors (``x_words`` words each, format
 ``xfmt``) and, by ``ymode``, ``count`` y vectors (vector), one y vector (repeat), the words of
@@ -160,7 +160,6 @@ class SimdEngine(wiring.Component):
         core.submodules.y_tags = y_tags = Fifo(_WORD_TAG, self._tags)
         core.submodules.x_vec = x_vec = Fifo(vec, 2)
         core.submodules.y_vec = y_vec = Fifo(vec, 2)
-        core.submodules.results = results = Fifo(vec, 2)
         core.submodules.unit = su = SimdUnit.from_config(t)
 
         hull = WriteHull(core, jobs + 1, "hull")
@@ -360,16 +359,14 @@ class SimdEngine(wiring.Component):
             # vector: a y per x; repeat / scalar: one y for the whole instruction
             y_vec.r.ready.eq(b_take & need_y & ((bj.ymode == YMode.VECTOR) | b_last)),
             beat_jobs.r.ready.eq(b_take & b_last),
-            results.w.valid.eq(su.out.valid),
-            results.w.payload.eq(su.out.payload.data.as_value()),
-            su.out.ready.eq(results.w.ready),
         ]
         with core.If(b_take):
             core.d.sync += bv.eq(Mux(b_last, 0, bv + 1))
 
         # -- results -> SRAM ---------------------------------------------------------------------
         wj = write_jobs.r.payload
-        res = results.r.payload
+        results = su.out          # the unit ends in a 2-entry FIFO: it is the result queue
+        res = results.payload.data.as_value()
         packed_data = Cat(*(res[i * accb:i * accb + db] for i in range(L)))
         row_bits = Signal(max_vw * W)
         wv = Signal(COUNT_BITS)
@@ -378,12 +375,12 @@ class SimdEngine(wiring.Component):
         w_take, w_vlast = Signal(), Signal()
         core.d.comb += [
             row_bits.eq(Mux(wj.dfmt == ElemFormat.DATA, packed_data, res)),
-            d_port.write.valid.eq(write_jobs.r.valid & results.r.valid),
+            d_port.write.valid.eq(write_jobs.r.valid & results.valid),
             d_port.write.payload.addr.eq(wj.d + w_off),
             d_port.write.payload.data.eq(row_bits.word_select(ww, W)),
             w_take.eq(d_port.write.valid & d_port.write.ready),
             w_vlast.eq(ww == wj.wpv_m1),
-            results.r.ready.eq(w_take & w_vlast),
+            results.ready.eq(w_take & w_vlast),
             job_done.eq(w_take & w_vlast & (wv == wj.count_m1)),
             write_jobs.r.ready.eq(job_done),
             hull.done.eq(job_done),
