@@ -12,23 +12,39 @@ so a 256x256x256 GEMM models in seconds instead of stepping every cycle in Pytho
                                                      ▲
                                NI tx (DMA engine, READ_RESP) ──inject──┘
 
-SRAM banks read one word per cycle: a unit whose operands share a bank is slowed in closed form
-(:func:`bank_reads`); between units, the command that starts later absorbs the conflict
-(``MeshModel._bank_delay``). Approximations, so calibration knows where to look: the earlier
-command of a bank conflict keeps its stand-alone duration; a READ_RESP's SRAM reads at the
-responder are not charged to its banks; a blocked wormhole packet delays only packets that want
-the same link (its back-pressure on the links behind it is not propagated).
+SRAM banks read one word per cycle and serve the units' read ports round-robin. A unit's own
+operands sharing a bank slow it in closed form (:func:`bank_reads`); between units, both sides of
+a conflict lose the cycles :func:`bank_share` gives: a command starting on a bank another unit is
+reading starts that much later, and the command under way is stretched (``MeshModel._contend``).
+DMA packets leave one event at a time, so each packet meets the reads under way when it is sent,
+and the READ_REQ responder's reads compete like the DMA engine's. Every packet is stored whole by
+the ingress checker it enters through (a tile's inject link or the host port) before it goes on
+wormhole-style; a worm whose head has to wait keeps its source busy until its tail fits into the
+buffers on its way (back-pressure on the DMA engine and the host).
+
+Approximations, so calibration knows where to look: reads are spread evenly over a command's
+duration; a packet's reads are charged to the bank of its first word; the NI's write port is
+never a bottleneck (banks have separate read and write ports); links are booked packet by packet
+in the first gap long enough for the packet, so traffic booked earlier keeps its place instead of
+being arbitrated round-robin packet by packet (a SIGNAL a tile sends itself waits behind a whole
+host feed booked on its eject link, where the router would let it in after one packet); a
+blocked worm does not hold the links behind its head.
 """
 
 import bisect
 import dataclasses
 from dataclasses import dataclass
 
+from ..noc.ingress import ingress_depth
 from ..noc.routing import host_address
 from ..tile.matrix import output_latency
 
-__all__ = ["Timing", "Network", "BusyCounter", "check_cycles", "bank_reads", "matmul_timing",
-           "simd_cycles", "HOST"]
+__all__ = ["Timing", "Network", "BusyCounter", "check_cycles", "bank_reads", "bank_share",
+           "matmul_timing", "simd_cycles", "HOST", "CONTROL_FLITS"]
+
+#: Packets of at most this many flits (SIGNAL, READ_REQ, CONTROL, NOTIFY) are control packets
+#: for :meth:`Network.send`.
+CONTROL_FLITS = 3
 
 #: The network node of the host (``Network`` accepts it wherever it takes a tile ``(x, y)``).
 HOST = "host"
@@ -70,9 +86,17 @@ class Timing:
     simd_start_cycles : int
         Cycles from the SIMD engine taking a command to its first operand read.
     simd_latency : int
-        Pipeline cycles from a vector's last operand word to its last result word in SRAM.
+        Pipeline cycles from a vector's last operand word to its last result word in SRAM;
+        the engine takes its next command meanwhile.
+    simd_hazard_cycles : int
+        Extra cycles before a SIMD command that reads results the previous one is still
+        writing may start, after those are written.
     host_cycles : int
         Cycles the host needs between two packets it sends (0: line rate).
+    ingress_cycles : int
+        Cycles from a packet's tail entering an ingress checker (a tile's inject link or the
+        host port) to its header leaving towards the router: the checker stores the whole
+        packet before it commits it (tilemesh.noc.ingress).
     """
     issue_cycles: int = 1
     check_base_cycles: int = 2
@@ -83,12 +107,14 @@ class Timing:
     ni_rx_cycles: int = 1
     dma_start_cycles: int = 1
     dma_packet_gap: int = 0
-    read_resp_cycles: int = 20
+    read_resp_cycles: int = 3
     matmul_start_cycles: int = 3
     matmul_write_cycles: int = 1
     simd_start_cycles: int = 4
     simd_latency: int = 7
+    simd_hazard_cycles: int = 4
     host_cycles: int = 0
+    ingress_cycles: int = 1
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -117,6 +143,17 @@ def bank_reads(cfg, demands):
         bank = start // cfg.tile.sram_depth
         load[bank] = load.get(bank, 0) + words
     return max(load.values(), default=0)
+
+
+def bank_share(words, clients, other_words, other_clients):
+    """Cycles two bursts of reads of one bank lose to each other: ``words`` read by ``clients``
+    ports against ``other_words`` (still to read) by ``other_clients`` ports. The bank's
+    round-robin arbiter serves every requesting port in turn, one word per cycle, so while both
+    read, each side gets its share of ports; a side loses one cycle per word the other side
+    reads meanwhile. Returns ``(cycles this side loses, cycles the other side loses)``."""
+    mine = min(other_words, words * other_clients / clients)
+    theirs = min(words, other_words * clients / other_clients)
+    return mine, theirs
 
 
 def matmul_timing(cfg, timing, *, a, b, c, k, m_folds, n_folds, last, acc, start,
@@ -195,11 +232,15 @@ class BusyCounter:
 class Network:
     """Link-level model of the mesh NoC with XY routing and the host port.
 
-    A packet of ``flits`` flits (header included) crosses links in order; on each it starts no
-    earlier than ``router_cycles`` after it started on the previous one and in the first gap of
-    ``flits`` cycles the link has from then on, which it then holds (wormhole, one flit per
-    cycle). Links keep their booked intervals, so a packet sent now may use a link in the gap
-    before traffic a long DMA has booked for later.
+    A packet of ``flits`` flits (header included) crosses links in order. The first link (a
+    tile's inject link or the host port) ends in an ingress checker that stores the whole
+    packet, so the next link starts ``ingress_cycles`` after its tail; on every further link it
+    starts no earlier than ``router_cycles`` after it started on the previous one and in the
+    first gap of ``flits`` cycles the link has from then on, which it then holds (wormhole, one
+    flit per cycle). Links keep their booked intervals, so a packet sent now may use a link in
+    the gap before traffic booked for later. Control packets (at most :data:`CONTROL_FLITS`
+    flits) only wait for the packet under way on each link. No packet arrives before one sent
+    earlier on the same path (XY routes, in-order routers).
 
     Members
     -------
@@ -221,6 +262,8 @@ class Network:
         self.host_flits_in = self.host_flits_out = 0
         self.host_tile = (cfg.host_x, cfg.host_y)
         self.host_address = host_address(cfg)
+        self.ingress_depth = ingress_depth(cfg)
+        self._last = {}           # (src, dst) -> arrival of the last packet on that path
         self.horizon = 0
         self._paths = {}
 
@@ -249,7 +292,8 @@ class Network:
         self._paths[key] = links
         return links
 
-    def _book(self, link, t, n):
+    def _find(self, link, t, n):
+        """First cycle from ``t`` on with ``n`` free cycles on ``link``."""
         starts, ends = self.booked.setdefault(link, ([], []))
         if len(ends) > 32 and ends[16] <= self.horizon:
             k = bisect.bisect_right(ends, self.horizon)
@@ -258,24 +302,82 @@ class Network:
         while i < len(starts) and starts[i] < t + n:
             t = max(t, ends[i])
             i += 1
-        starts.insert(i, t)
-        ends.insert(i, t + n)
         return t
 
-    def send(self, src, dst, flits, t):
-        """Send a packet offered at cycle ``t``; returns ``(injected, arrived)``: the cycle its
-        tail left the source (the source may offer its next packet) and the cycle its tail
-        reached the destination's receive side."""
-        hop = self.timing.router_cycles
-        links = self.path(src, dst)
-        head = self._book(links[0], t, flits)
+    def _insert(self, link, start, end):
+        """Book ``start .. end`` on ``link`` (cut short where a later booking begins)."""
+        starts, ends = self.booked[link]
+        i = bisect.bisect_right(starts, start)
+        if i < len(starts):
+            end = min(end, starts[i])
+        starts.insert(i, start)
+        ends.insert(i, end)
+
+    def _current(self, link, t):
+        """End of the booking of ``link`` under way at ``t`` (``t`` if it is free then)."""
+        starts, ends = self.booked.setdefault(link, ([], []))
+        i = bisect.bisect_right(starts, t) - 1
+        return max(t, ends[i]) if i >= 0 else t
+
+    def _send_control(self, links, src, dst, flits, t):
+        # A router's round-robin arbiter lets a short control packet (SIGNAL, NOTIFY, READ_REQ,
+        # CONTROL) in after the packet under way on each link, not after all traffic booked
+        # behind it; its few flits are not booked (the capacity they take is negligible).
+        head = self._current(links[0], t)
         injected = head + flits
+        head = injected - self.timing.router_cycles + self.timing.ingress_cycles
         for link in links[1:]:
-            head = self._book(link, head + hop, flits)
+            head = self._current(link, head + self.timing.router_cycles)
+        # one path per (source, destination) and in-order routers: never before the packet
+        # sent ahead of it on the same path
+        arrived = max(head + flits, self._last.get((src, dst), 0) + flits)
+        self._last[(src, dst)] = arrived
+        self._count(src, dst, flits, len(links))
+        return injected, arrived
+
+    def _count(self, src, dst, flits, hops):
         self.flits += flits
-        self.link_flits += flits * len(links)
+        self.link_flits += flits * hops
         if src == HOST:
             self.host_flits_in += flits
         if dst == HOST:
             self.host_flits_out += flits
-        return injected, head + flits
+
+    def send(self, src, dst, flits, t, hold=None):
+        """Send a packet offered at cycle ``t``; returns ``(injected, arrived)``: the cycle its
+        tail left the source (the source may offer its next packet) and the cycle its tail
+        reached the destination's receive side. ``hold`` (default ``flits``): cycles the packet
+        needs on each link, when the source cannot send a flit every cycle (its SRAM reads lose
+        cycles to bank conflicts, the worm keeps its links meanwhile).
+
+        The head takes each link in its first free gap. Where it had to wait, the worm backs
+        up to its source: the source is busy until the tail fits into the buffers between it
+        and the blocked link (the ingress checker's packet buffer, ``fifo_depth`` flits per
+        router), so a DMA engine whose packet is blocked downstream cannot send the next one.
+        The links behind the head are booked for ``flits`` cycles only (holding them for the
+        wait too made later traffic queue behind reservations the routers' round-robin
+        arbiters would have interleaved)."""
+        hop = self.timing.router_cycles
+        hold = flits if hold is None else max(hold, flits)
+        links = self.path(src, dst)
+        if hold <= CONTROL_FLITS:
+            return self._send_control(links, src, dst, flits, t)
+        heads = [self._find(links[0], t, hold)]
+        # The ingress checker holds the whole packet until its tail is in (store and forward),
+        # then sends it on at one flit per cycle however slowly it came in.
+        nxt = heads[0] + hold - hop + self.timing.ingress_cycles
+        for link in links[1:]:
+            nxt = self._find(link, nxt + hop, flits)
+            heads.append(nxt)
+        tails = [heads[-1] + flits]
+        for i in range(len(links) - 2, -1, -1):
+            depth = self.ingress_depth if i == 0 else self.cfg.noc.fifo_depth
+            tails.append(max(heads[i] + (hold if i == 0 else flits), tails[-1] - hop - depth))
+        tails.reverse()
+        for i, (link, head, tail) in enumerate(zip(links, heads, tails, strict=True)):
+            self._insert(link, head, tail if i == 0 else head + flits)
+        injected = tails[0]
+        self._count(src, dst, flits, len(links))
+        arrived = max(heads[-1] + flits, self._last.get((src, dst), 0) + flits)
+        self._last[(src, dst)] = arrived
+        return injected, arrived

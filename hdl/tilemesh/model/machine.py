@@ -58,7 +58,16 @@ from ..layouts import (
     tile_addr_layout,
 )
 from . import reference as ref
-from .cycles import HOST, BusyCounter, Network, Timing, check_cycles, matmul_timing, simd_cycles
+from .cycles import (
+    HOST,
+    BusyCounter,
+    Network,
+    Timing,
+    bank_share,
+    check_cycles,
+    matmul_timing,
+    simd_cycles,
+)
 
 __all__ = ["MeshModel", "ModelTransport", "Notification", "ModelReport", "ModelTimeout",
            "pack_words", "unpack_words"]
@@ -70,6 +79,7 @@ _UNIT_OF = {InstrOp.DMA_WRITE: "dma", InstrOp.DMA_READ: "dma", InstrOp.SIGNAL: "
             InstrOp.NOTIFY: "dma", InstrOp.MATMUL: "matrix", InstrOp.SIMD: "simd",
             InstrOp.SIMD_CFG: "simd"}
 _MASK20 = (1 << ADDR_BITS) - 1
+_NEVER = 1 << 62     # a unit's accept_free while its command's end is not known yet
 
 
 class ModelTimeout(TimeoutError):
@@ -220,10 +230,41 @@ class _Unit:
         self.busy = BusyCounter()
         self.pump_at = None
         self.last_step = None     # matrix: cycle of the last step still draining
+        self.writes = []          # SIMD: (first word, end, done) of results still being written
 
     @property
     def busy_now(self):
         return bool(self.queue) or self.inflight > 0
+
+
+class _BankOp:
+    """SRAM reads a unit has under way on a tile: ``words`` and read ``clients`` per bank,
+    spread evenly over ``start .. end``; ``push(cycles)`` stretches them (None: booked for
+    good, e.g. a packet already on the links)."""
+    __slots__ = ("start", "end", "unit", "words", "clients", "push", "done")
+
+    def __init__(self, start, end, unit, words, clients):
+        self.start, self.end, self.unit = start, end, unit
+        self.words, self.clients = words, clients
+        self.push = self.done = None
+
+    def left(self, bank, t):
+        """Words still to read from ``bank`` at cycle ``t``."""
+        if self.end <= t:
+            return 0.0
+        span = self.end - self.start
+        return self.words[bank] * (min(1.0, (self.end - t) / span) if span > 0 else 1.0)
+
+
+class _DmaJob:
+    """A dma.write / dma.read command in progress: its packets and where they stand."""
+
+    def __init__(self, *, t0, cmd, chunks, local, remote):
+        self.t0, self.cmd, self.chunks = t0, cmd, chunks
+        self.local, self.remote = local, remote
+        self.i = self.pos = 0
+        self.dst = self.payload = None
+        self.debt = 0.0
 
 
 class _Tile:
@@ -253,7 +294,7 @@ class _Tile:
         self.cycles = self.stall_cycles = 0
         self.matmul_steps = self.tx_words = self.rx_words = 0
         self.units = {name: _Unit(t) for name in _UNITS}
-        self.bank_ops = []        # (start, end, bank -> words read) of work under way
+        self.bank_ops = []        # _BankOp: SRAM reads of work under way
         self.issue_at = None
         self.block_token = 0
         self.stopped_at = None
@@ -274,6 +315,11 @@ class MeshModel:
     timing : Timing, optional
         Cycle parameters (:class:`tilemesh.model.cycles.Timing`); the defaults are the RTL's.
 
+    Raises
+    ------
+    ConfigError
+        If ``cfg`` cannot hold a mesh of tiles (:meth:`MeshConfig.check_tiles`).
+
     Members
     -------
     now : int
@@ -289,6 +335,7 @@ class MeshModel:
     """
 
     def __init__(self, cfg, timing=None):
+        cfg.check_tiles()   # the same ConfigError as the hardware's Mesh
         self.cfg = cfg
         self.timing = timing if timing is not None else Timing()
         self.network = Network(cfg, self.timing)
@@ -588,8 +635,10 @@ class MeshModel:
     def _rx_read_req(self, tl, space, word, count, box, reply_addr=0):
         words = [self._read_word(tl, space, word + i, self.t) for i in range(count)]
         tl.tx_words += count
-        _, arrived = self.network.send(tl.coord, HOST, count + 1,
-                                       self.t + self.timing.read_resp_cycles)
+        t = self.t + self.timing.read_resp_cycles
+        extra = (self._packet_reads(tl, "ni_read", word, count, t)
+                 if space == Space.SRAM and word < len(tl.sram) else 0)
+        _, arrived = self.network.send(tl.coord, HOST, count + 1, t, hold=count + 1 + extra)
         if box is not None:
             self._at(arrived, box.append, (words, arrived))
         else:
@@ -855,6 +904,8 @@ class MeshModel:
     # -- units ----------------------------------------------------------------------------------
 
     def _pump_at(self, tl, unit, t):
+        if t >= _NEVER:
+            return   # the unit's command under way pumps when it completes
         u = tl.units[unit]
         if u.pump_at is None or t < u.pump_at:
             u.pump_at = t
@@ -877,20 +928,21 @@ class MeshModel:
             self._wake(tl)
 
     def _bank_demand(self, op, cmd):
-        """SRAM reads of one command per bank (bank -> words), for conflicts between units."""
+        """SRAM reads of one MATMUL / SIMD command per bank: ``(bank -> words, bank -> read
+        clients)`` (the read ports of the unit that use the bank: ``mm_a``, ``mm_b``, ``mm_c``;
+        ``simd_x``, ``simd_y``), for conflicts between units."""
         depth = self.cfg.tile.sram_depth
-        out = {}
+        words, clients = {}, {}
 
-        def add(start, words):
-            out[start // depth] = out.get(start // depth, 0) + words
+        def add(start, n):
+            bank = start // depth
+            words[bank] = words.get(bank, 0) + n
+            clients[bank] = clients.get(bank, 0) + 1
 
-        if op == InstrOp.DMA_WRITE:
-            for r in range(cmd["rows"]):
-                add(cmd["local"] + r * cmd["local_stride"], cmd["cols"])
-        elif op == InstrOp.MATMUL:
+        if op == InstrOp.MATMUL:
             mf, nf, k = cmd["m_folds"], cmd["n_folds"], cmd["k"]
-            add(cmd["a"], mf * k * self._mw["a"])
-            add(cmd["b"], nf * k * self._mw["b"])
+            add(cmd["a"], mf * nf * k * self._mw["a"])
+            add(cmd["b"], mf * nf * k * self._mw["b"])
             if cmd["acc"] and cmd["last"]:
                 add(cmd["c"], mf * nf * self.cfg.tile.pe_rows * self._mw["c"])
         elif op == InstrOp.SIMD:
@@ -901,43 +953,54 @@ class MeshModel:
                 add(cmd["y"], n * self._vw[ElemFormat(cmd["yfmt"])])
             elif ymode == YMode.SCALAR:
                 add(cmd["y"], n)
-        return out
+        return words, clients
 
-    def _bank_delay(self, tl, unit, demand, t):
-        """Cycles a command starting at ``t`` loses to the other units' reads of its banks
-        (round-robin ports): the words they still have to read there, spread evenly over their
-        duration, up to its own words. The later command absorbs the conflict; a unit's own
+    def _contend(self, tl, unit, words, clients, t):
+        """Bank conflicts of new SRAM reads (``words``, ``clients`` per bank, see
+        :func:`tilemesh.model.cycles.bank_share`) starting at ``t`` with the reads other units
+        have under way: returns the cycles the new work loses, and stretches the work under way
+        by the cycles it loses (round-robin ports: both sides slow down). A unit's own
         back-to-back commands are paced by its closed form instead."""
-        tl.bank_ops = [o for o in tl.bank_ops if o[1] > t]
-        extra = 0
-        for start, end, owner, other in tl.bank_ops:
-            if owner == unit:
+        tl.bank_ops = [o for o in tl.bank_ops if o.end > t]
+        delay = 0.0
+        for o in tl.bank_ops:
+            if o.unit == unit:
                 continue
-            left = (end - t) / (end - start)
-            for bank, words in demand.items():
-                if bank in other:
-                    extra += min(words, other[bank] * left)
-        return int(round(extra))
+            for bank, n in words.items():
+                if bank not in o.words:
+                    continue
+                left = o.left(bank, t)
+                if left <= 0:
+                    continue
+                mine, theirs = bank_share(n, clients[bank], left, o.clients[bank])
+                delay += mine
+                if o.push is not None:
+                    o.push(theirs)
+        return int(round(delay))
 
     def _start(self, tl, unit, op, cmd, pc, t):
         u = tl.units[unit]
         u.inflight += 1
-        effect = None
-        demand = self._bank_demand(op, cmd)
-        t0, t = t, t + (self._bank_delay(tl, unit, demand, t) if demand else 0)
         if unit == "dma":
-            done = self._dma(tl, op, cmd, pc, t)
-            accept = done
-        elif op == InstrOp.MATMUL:
+            u.accept_free = _NEVER    # until the command's last packet has left
+            self._dma(tl, op, cmd, pc, t)
+            return
+        if op == InstrOp.SIMD_CFG:
+            done = u.accept_free = t + 1
+            u.busy.add(t, done)
+            self._at(done, self._unit_done, tl, unit, tl.epoch,
+                     (self._simd_cfg_effect, tl, cmd), None)
+            return
+        words, clients = self._bank_demand(op, cmd)
+        t0, t = t, t + self._contend(tl, unit, words, clients, t)
+        if op == InstrOp.MATMUL:
             last_step, accept, done = matmul_timing(
                 self.cfg, self.timing, a=cmd["a"], b=cmd["b"], c=cmd["c"], k=cmd["k"],
                 m_folds=cmd["m_folds"], n_folds=cmd["n_folds"], last=cmd["last"],
                 acc=cmd["acc"], start=t, prev_last_step=u.last_step)
             u.last_step = last_step
             effect = (self._matmul_effect, tl, cmd)
-        elif op == InstrOp.SIMD_CFG:
-            done = accept = t + 1
-            effect = (self._simd_cfg_effect, tl, cmd)
+            reads_end = last_step + 1
         else:
             reads = [(cmd["x"], self._vw[ElemFormat(cmd["xfmt"])])]
             ymode = YMode(cmd["ymode"])
@@ -945,110 +1008,201 @@ class MeshModel:
                 reads.append((cmd["y"], self._vw[ElemFormat(cmd["yfmt"])]))
             elif ymode == YMode.SCALAR:
                 reads.append((cmd["y"], 1))
-            done = accept = t + simd_cycles(self.cfg, self.timing, cmd["count"], reads,
-                                            self._vw[ElemFormat(cmd["dfmt"])])
+            # The engine takes the next command once this one's operands are read (its
+            # pipeline drains meanwhile), unless that command reads what this one still writes.
+            n = cmd["count"]
+            dw = self._vw[ElemFormat(cmd["dfmt"])]
+            spans = [(start, start + (words if (start, words) == reads[-1] and ymode in (
+                YMode.REPEAT, YMode.SCALAR) else n * words)) for start, words in reads]
+            for d0, d1, ready in u.writes:
+                if ready > t and any(a < d1 and d0 < b for a, b in spans):
+                    t = max(t, ready + self.timing.simd_hazard_cycles)
+            done = t + simd_cycles(self.cfg, self.timing, n, reads, dw)
+            accept = done - self.timing.simd_latency
+            u.writes = [w for w in u.writes if w[2] > t] + [(cmd["d"], cmd["d"] + n * dw, done)]
             effect = (self._simd_effect, tl, cmd)
+            reads_end = accept
         u.accept_free = accept
         u.busy.add(t0, done)
-        if demand:
-            tl.bank_ops.append((t0, done, unit, demand))
-        self._at(done, self._unit_done, tl, unit, tl.epoch, effect)
+        rec = _BankOp(t, reads_end, unit, words, clients)
+        rec.done = done
+        rec.push = lambda cycles, tl=tl, u=u, rec=rec, unit=unit, effect=effect: \
+            self._push(tl, u, unit, rec, effect, cycles)
+        tl.bank_ops.append(rec)
+        self._at(done, self._unit_done, tl, unit, tl.epoch, effect, rec)
 
-    def _unit_done(self, tl, unit, epoch, effect):
-        if epoch != tl.epoch:
+    def _push(self, tl, u, unit, rec, effect, cycles):
+        """Stretch the MATMUL / SIMD command ``rec`` under way by ``cycles`` lost to another
+        unit's reads of its banks: its reads, its completion and the unit's next command move
+        later."""
+        p = int(round(cycles))
+        if p <= 0:
             return
+        rec.end += p
+        u.busy.add(rec.done, rec.done + p)
+        rec.done += p
+        u.accept_free += p
+        if unit == "matrix" and u.last_step is not None:
+            u.last_step += p
+        self._at(rec.done, self._unit_done, tl, unit, tl.epoch, effect, rec)
+
+    def _unit_done(self, tl, unit, epoch, effect, rec):
+        if epoch != tl.epoch or (rec is not None and rec.done != self.t):
+            return   # reset, or stretched: a later event completes it
         u = tl.units[unit]
         u.inflight -= 1
         if effect is not None:
             effect[0](*effect[1:])
+        if unit == "dma":
+            u.accept_free = self.t
+            if u.queue:
+                self._pump_at(tl, unit, self.t)
         if unit == "matrix" and u.inflight == 0 and tl.mm_acc is None:
             u.last_step = None   # the array has drained; an open accumulation keeps it going
         self._wake(tl)
 
     # -- DMA engine -----------------------------------------------------------------------------
 
+    def _dma_finish(self, tl, t0, done):
+        tl.units["dma"].busy.add(t0, done)
+        self._at(done, self._unit_done, tl, "dma", tl.epoch, None, None)
+
+    def _packet_reads(self, tl, unit, first, n, t, job=None):
+        """SRAM reads of one packet's ``n`` words from word ``first`` on (the DMA engine or the
+        READ_REQ responder), starting at ``t``: the cycles they lose to other units (the
+        packet's flits then hold its links that much longer) and a record of them. Cycles
+        work starting later takes from the packet delay the ``job``'s next packet."""
+        bank = first // self.cfg.tile.sram_depth
+        extra = self._contend(tl, unit, {bank: n}, {bank: 1}, t)
+        op = _BankOp(t, t + n + extra, unit, {bank: n}, {bank: 1})
+        if job is not None:
+            def push(cycles):
+                job.debt += cycles
+            op.push = push
+        tl.bank_ops.append(op)
+        return extra
+
+    @staticmethod
+    def _repay(job):
+        """Cycles the DMA job's packet under way lost to work that started after it."""
+        debt = int(round(job.debt))
+        job.debt = 0.0
+        return debt
+
     def _dma(self, tl, op, cmd, pc, t):
-        """Send the packets of one DMA-queue command from cycle ``t``; returns its done cycle
-        and schedules the deliveries."""
+        """Start one DMA-queue command at cycle ``t``: packets leave one after the other (events,
+        so later work on the tile's banks slows the packets still to come), and the command
+        completes with its last packet."""
         tm, net = self.timing, self.network
         src = tl.coord
-        te = t
         if op == InstrOp.SIGNAL:
             dst = src if cmd["local"] else (cmd["x"], cmd["y"])
-            injected, arrived = net.send(src, dst, 1, te + tm.ni_tx_cycles)
+            injected, arrived = net.send(src, dst, 1, t + tm.ni_tx_cycles)
             self._at(arrived + tm.ni_rx_cycles, self._rx_signal, self.tiles[dst], cmd["sem"])
-            return injected
+            self._dma_finish(tl, t, injected)
+            return
         if op == InstrOp.NOTIFY:
-            injected, arrived = net.send(src, HOST, self._notify_flits, te + tm.ni_tx_cycles)
+            injected, arrived = net.send(src, HOST, self._notify_flits, t + tm.ni_tx_cycles)
             self._at(arrived, self._host_notify, src, NotifyKind.PROGRAM, cmd["code"],
                      pc & ((1 << PC_BITS) - 1), cmd["value"])
-            return injected
-        te += tm.dma_start_cycles + tm.ni_tx_cycles
+            self._dma_finish(tl, t, injected)
+            return
+        te = t + tm.dma_start_cycles + tm.ni_tx_cycles
         rows, cols = cmd["rows"], cmd["cols"]
-        local = _block_index(cmd["local"], rows, cols, cmd["local_stride"])
-        remote = _block_index(cmd["remote"], rows, cols, cmd["remote_stride"])
-        chunks = [min(self._max_pkt, cols - c0) for c0 in range(0, cols, self._max_pkt)] * rows
+        st = _DmaJob(t0=t, cmd=cmd, chunks=[min(self._max_pkt, cols - c0)
+                                           for c0 in range(0, cols, self._max_pkt)] * rows,
+                     local=_block_index(cmd["local"], rows, cols, cmd["local_stride"]),
+                     remote=_block_index(cmd["remote"], rows, cols, cmd["remote_stride"]))
         if op == InstrOp.DMA_WRITE:
-            dst = HOST if cmd["host"] else (cmd["x"], cmd["y"])
-            payload = tl.sram[local].copy()
-            last = te
-            for n in chunks:     # back to back: the read-ahead keeps the packets streaming
-                injected, arrived = net.send(src, dst, n + 1, te)
-                te = injected + tm.dma_packet_gap
-                last = max(last, arrived)
+            st.dst = HOST if cmd["host"] else (cmd["x"], cmd["y"])
+            st.payload = tl.sram[st.local].copy()
             tl.tx_words += rows * cols
-            self._at(last + tm.ni_rx_cycles, self._deliver, dst, src, remote, payload,
-                     chunks)
-            if cmd["signal"]:
-                injected, arrived = net.send(src, dst, 1, te)
-                te = injected
-                if dst == HOST:
-                    self._at(arrived, self._host_signal, src, cmd["sem"])
-                else:
-                    self._at(arrived + tm.ni_rx_cycles, self._rx_signal, self.tiles[dst],
-                             cmd["sem"])
-            return te
-        # dma.read: one READ_REQ outstanding at a time, each answered by one READ_RESP
-        rem = self.tiles[(cmd["x"], cmd["y"])]
-        pos = 0
-        for n in chunks:
-            req_sent = te
-            _, req_arrived = net.send(src, rem.coord, 2, req_sent)
-            _, resp_arrived = net.send(rem.coord, src, n + 1, req_arrived + tm.read_resp_cycles)
-            te = resp_arrived + tm.ni_rx_cycles + tm.ni_tx_cycles
-            # the responder reads when the request arrives; the words land with the response
-            self._at(req_arrived, self._read_snapshot, rem, tl, tl.epoch, req_sent,
-                     remote[pos:pos + n], local[pos:pos + n], te)
-            pos += n
-        if cmd["signal"]:
-            injected, arrived = net.send(src, src, 1, te + tm.ni_tx_cycles)
-            self._at(arrived + tm.ni_rx_cycles, self._rx_signal, tl, cmd["sem"])
+            self._at(te, self._dma_write_packet, tl, tl.epoch, st)
+        else:
+            st.dst = (cmd["x"], cmd["y"])
+            self._at(te, self._dma_read_request, tl, tl.epoch, st)
+
+    def _dma_write_packet(self, tl, epoch, st):
+        if epoch != tl.epoch:
+            return   # reset: the engine stops
+        debt = self._repay(st)
+        if debt:
+            self._at(self.t + debt, self._dma_write_packet, tl, epoch, st)
+            return
+        tm, net = self.timing, self.network
+        t, n, pos = self.t, st.chunks[st.i], st.pos
+        extra = self._packet_reads(tl, "dma", int(st.local[pos]), n, t, st)
+        injected, arrived = net.send(tl.coord, st.dst, n + 1, t, hold=n + 1 + extra)
+        self._at(arrived + tm.ni_rx_cycles, self._deliver, st.dst, tl.coord,
+                 st.remote[pos:pos + n], st.payload[pos:pos + n])
+        st.i, st.pos = st.i + 1, pos + n
+        te = injected + tm.dma_packet_gap   # the read-ahead keeps the packets streaming
+        self._at(te, self._dma_write_packet if st.i < len(st.chunks) else self._dma_write_tail,
+                 tl, epoch, st)
+
+    def _dma_write_tail(self, tl, epoch, st):
+        if epoch != tl.epoch:
+            return
+        debt = self._repay(st)
+        if debt:
+            self._at(self.t + debt, self._dma_write_tail, tl, epoch, st)
+            return
+        tm, net, te = self.timing, self.network, self.t
+        if st.cmd["signal"]:
+            injected, arrived = net.send(tl.coord, st.dst, 1, te)
             te = injected
-        return te
+            if st.dst == HOST:
+                self._at(arrived, self._host_signal, tl.coord, st.cmd["sem"])
+            else:
+                self._at(arrived + tm.ni_rx_cycles, self._rx_signal, self.tiles[st.dst],
+                         st.cmd["sem"])
+        self._dma_finish(tl, st.t0, te)
+
+    def _dma_read_request(self, tl, epoch, st):
+        # dma.read: one READ_REQ outstanding at a time, each answered by one READ_RESP
+        if epoch != tl.epoch:
+            return   # reset before this READ_REQ left: never sent
+        _, arrived = self.network.send(tl.coord, st.dst, 2, self.t)
+        self._at(arrived, self._read_serve, tl, epoch, st)
+
+    def _read_serve(self, tl, epoch, st):
+        """The responder takes a READ_REQ of ``tl``'s dma.read: reads the words (competing for
+        its banks) and answers."""
+        tm, net = self.timing, self.network
+        rem = self.tiles[st.dst]
+        n, pos = st.chunks[st.i], st.pos
+        remote, local = st.remote[pos:pos + n], st.local[pos:pos + n]
+        payload = rem.sram[remote].copy()
+        rem.tx_words += n
+        t = self.t + tm.read_resp_cycles
+        extra = self._packet_reads(rem, "ni_read", int(remote[0]), n, t)
+        _, arrived = net.send(rem.coord, tl.coord, n + 1, t, hold=n + 1 + extra)
+        te = arrived + tm.ni_rx_cycles + tm.ni_tx_cycles
+        self._at(te, self._read_land, tl, epoch, local, payload)
+        st.i, st.pos = st.i + 1, pos + n
+        if epoch != tl.epoch:
+            return   # the requester was reset: nothing more leaves it for this command
+        if st.i < len(st.chunks):
+            self._at(te, self._dma_read_request, tl, epoch, st)
+            return
+        if st.cmd["signal"]:
+            injected, arrived = net.send(tl.coord, tl.coord, 1, te + tm.ni_tx_cycles)
+            self._at(arrived + tm.ni_rx_cycles, self._rx_signal, tl, st.cmd["sem"])
+            te = injected
+        self._dma_finish(tl, st.t0, te)
 
     def _host_signal(self, src, sem):
         self.host_signals.append((src, sem, self.t))
         self._to_host(Opcode.SIGNAL, src, sem, [])
 
-    def _deliver(self, dst, src, index, payload, chunks):
+    def _deliver(self, dst, src, index, payload):
         if dst == HOST:
             self._host_buffer(src)[index] = payload
-            pos = 0
-            for n in chunks:
-                self._to_host(Opcode.WRITE, src, self._sram_addr(int(index[pos])),
-                              payload[pos:pos + n])
-                pos += n
+            self._to_host(Opcode.WRITE, src, self._sram_addr(int(index[0])), payload)
         else:
             tl = self.tiles[dst]
             tl.sram[index] = payload
             tl.rx_words += len(index)
-
-    def _read_snapshot(self, rem, tl, epoch, sent, remote, local, landed):
-        if epoch != tl.epoch and sent >= tl.reset_at:
-            return   # the requester was reset before this READ_REQ left: never sent
-        payload = rem.sram[remote].copy()
-        rem.tx_words += len(remote)
-        self._at(landed, self._read_land, tl, epoch, local, payload)
 
     def _read_land(self, tl, epoch, local, payload):
         if epoch != tl.epoch:   # the requester was reset: a stray READ_RESP, dropped
