@@ -10,7 +10,7 @@ BOARD  ?= icebreaker
 APT_PACKAGES := iverilog ccache liblz4-dev
 
 .DEFAULT_GOAL := help
-.PHONY: help venv sim test lint formal synth bench clean
+.PHONY: help venv sim test lint formal synth bitstream bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create the virtual environment and install every tool (once)
 
-sim: $(STAMP) ## the main job: default preset on Verilator, checked against numpy, with a report
+sim: $(STAMP) ## the main job: random GEMMs on the PRESET mesh (Verilator) vs numpy, with a report
 	$(BIN)/tilemesh sim --preset $(PRESET)
 
 test: $(STAMP) ## the whole test suite (what CI runs)
@@ -46,9 +46,13 @@ TARGET ?= ecp5
 synth: $(STAMP) ## synthesis + place-and-route report for PRESET on TARGET (ice40|ecp5)
 	$(BIN)/tilemesh synth --preset $(PRESET) --target $(TARGET)
 
+bitstream: $(STAMP) ## bitstream of BOARD (icebreaker|ulx3s-85f) with its preset, under build/board
+	$(BIN)/tilemesh build --board $(BOARD)
+
 bench: $(STAMP) ## benchmarks: tables, JSON and plots under build/bench
 	$(BIN)/tilemesh bench matrix
 	$(BIN)/tilemesh bench noc
+	$(BIN)/tilemesh bench gemm
 
 clean: ## remove generated files (keeps the virtual environment)
 	rm -rf build .pytest_cache

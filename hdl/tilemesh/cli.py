@@ -17,6 +17,7 @@ __all__ = ["main", "config_from_args"]
 BENCHES = {
     "matrix": "tilemesh.bench.matrix",
     "noc": "tilemesh.bench.noc",
+    "gemm": "tilemesh.bench.gemm",
 }
 
 
@@ -49,11 +50,19 @@ def _cmd_generate(args):
 
 
 def _cmd_sim(args):
-    from .bench.matrix import run_matrix_check
+    from .gemm import run_demo
 
-    cfg = config_from_args(args)
-    res = run_matrix_check(cfg, simulator=args.sim, seed=args.seed)
-    return 0 if res.get("mismatches", 1) == 0 else 1
+    return run_demo(config_from_args(args), simulator=args.sim, seed=args.seed)
+
+
+def _cmd_build(argv):
+    return _boards_module("build").main(argv, prog="tilemesh build")
+
+
+def _boards_module(name):
+    """A module of the board tops (``boards/``, installed as ``tilemesh_boards``), imported only
+    when building: they pull in amaranth-boards."""
+    return importlib.import_module(f"tilemesh_boards.{name}")
 
 
 def _module_command(module_name):
@@ -72,11 +81,16 @@ def build_parser():
     p.add_argument("--noc-only", action="store_true", help="only the network fabric")
     p.set_defaults(func=_cmd_generate)
 
-    p = sub.add_parser("sim", help="the main job: simulate the preset on Verilator vs numpy")
+    p = sub.add_parser("sim", help="the main job: random GEMMs on the preset's RTL vs numpy")
     add_config_arguments(p)
     p.add_argument("--sim", default="verilator", choices=["verilator", "icarus"])
     p.add_argument("--seed", type=int, default=1)
     p.set_defaults(func=_cmd_sim)
+
+    p = sub.add_parser("gemm", help="one GEMM on the model or the RTL, checked against numpy")
+    add_config_arguments(p)
+    importlib.import_module("tilemesh.gemm").add_arguments(p)
+    p.set_defaults(func=_module_command("tilemesh.gemm"))
 
     p = sub.add_parser("lint", help="verilator --lint-only on the generated Verilog")
     add_config_arguments(p)
@@ -87,6 +101,10 @@ def build_parser():
     add_config_arguments(p)
     importlib.import_module("tilemesh.synth").add_arguments(p)
     p.set_defaults(func=_module_command("tilemesh.synth"))
+
+    # Listed for --help; main() hands its arguments to boards/build.py, which parses them
+    # (the board list and defaults live with the boards, imported only when building).
+    sub.add_parser("build", help="bitstream of a board top: --board icebreaker|ulx3s-85f")
 
     p = sub.add_parser("bench", help="benchmarks: tables, JSON and plots")
     bsub = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
@@ -103,6 +121,9 @@ def build_parser():
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["build"]:
+        return _cmd_build(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
