@@ -45,6 +45,12 @@ def test_default_preset_block_is_clean(block, tmp_path, capsys):
     assert (tmp_path / f"{block}.v").exists() and (tmp_path / f"{block}.lint.log").exists()
 
 
+def test_tiny_mesh_is_clean(tmp_path, capsys):
+    # One-entry unit queues and FIFO depth 2: the corners where a width would reach zero.
+    assert main(["lint", "--preset", "tiny", "--block", "tilemesh_mesh", "-o",
+                 str(tmp_path)]) == 0, capsys.readouterr().out
+
+
 @pytest.mark.parametrize("design", [
     SimdUnit(1, 32, 8), SimdUnit(8, 19, 7, scale_bits=11), SimdUnit(2, 64, 16, scale_bits=32),
     SramBank(13, 64, tag_bits=3, transparent=False, init=[1, 2, 3]), SramBank(1, 2),

@@ -85,14 +85,6 @@ class Fifo(wiring.Component):
         m = Module()
         depth = self._depth
 
-        # LUT RAM (or flip-flops where a device has none) with an asynchronous read port:
-        # the head entry is visible in the same cycle, which is what first-word fall-through needs.
-        m.submodules.storage = storage = memory.Memory(shape=self._shape, depth=depth, init=[])
-        wport = storage.write_port()
-        rport = storage.read_port(domain="comb")
-
-        wp = Signal(range(depth), name="wp")
-        rp = Signal(range(depth), name="rp")
         level = Signal(range(depth + 1), name="level_q")
         not_full = Signal(init=1, name="not_full")
         not_empty = Signal(name="not_empty")  # a flip-flop: valid starts the reader's logic
@@ -105,16 +97,34 @@ class Fifo(wiring.Component):
             self.level.eq(level),
             do_write.eq(self.w.valid & self.w.ready),
             do_read.eq(self.r.valid & self.r.ready),
-            wport.addr.eq(wp),
-            wport.data.eq(self.w.payload),
-            wport.en.eq(do_write),
-            rport.addr.eq(rp),
-            self.r.payload.eq(rport.data),
         ]
-        with m.If(do_write):
-            m.d.sync += wp.eq(_succ(wp, depth))
-        with m.If(do_read):
-            m.d.sync += rp.eq(_succ(rp, depth))
+        if depth == 1:
+            # One register: a one-entry memory would have a zero-bit address (a [-1:0] range in
+            # the Verilog).
+            entry = Signal(self._shape, name="entry")
+            with m.If(do_write):
+                m.d.sync += entry.eq(self.w.payload)
+            m.d.comb += self.r.payload.eq(entry)
+        else:
+            # LUT RAM (or flip-flops where a device has none) with an asynchronous read port:
+            # the head entry is visible in the same cycle, which first-word fall-through needs.
+            m.submodules.storage = storage = memory.Memory(shape=self._shape, depth=depth,
+                                                           init=[])
+            wport = storage.write_port()
+            rport = storage.read_port(domain="comb")
+            wp = Signal(range(depth), name="wp")
+            rp = Signal(range(depth), name="rp")
+            m.d.comb += [
+                wport.addr.eq(wp),
+                wport.data.eq(self.w.payload),
+                wport.en.eq(do_write),
+                rport.addr.eq(rp),
+                self.r.payload.eq(rport.data),
+            ]
+            with m.If(do_write):
+                m.d.sync += wp.eq(_succ(wp, depth))
+            with m.If(do_read):
+                m.d.sync += rp.eq(_succ(rp, depth))
 
         # The read decision arrives late in the cycle (after the router's arbitration): both
         # outcomes are computed from the registers alone and it only selects between them.
