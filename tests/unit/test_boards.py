@@ -1,5 +1,6 @@
 """Board tops (boards/): divisors, PLL settings, pins and clock constraints of the build plans,
-and the build cache key. The bitstream builds themselves run in CI (boards/ci_bitstreams.sh)."""
+and the build cache key. The bitstream builds themselves are boards/ci_bitstreams.sh (not in CI
+yet)."""
 
 import pytest
 
