@@ -176,8 +176,10 @@ def tile_configs(draw):
                       acc_bits=draw(st.integers(2 * data_bits, 64)), simd_lanes=pe_cols,
                       sram_banks=draw(st.integers(1, 4)),
                       sram_depth=draw(st.sampled_from([64, 128, 512])), imem_depth=64)
-    noc = NocConfig(flit_bits=draw(st.sampled_from([24, 32, 40, 64])),
-                    max_packet_flits=draw(st.integers(1, 9)))
+    flit_bits = draw(st.sampled_from([24, 32, 40, 64]))
+    # At least a NOTIFY packet's payload (MeshConfig.check_tiles: tiles need it).
+    noc = NocConfig(flit_bits=flit_bits,
+                    max_packet_flits=draw(st.integers(-(-64 // flit_bits), 9)))
     try:
         return MeshConfig(rows=draw(st.integers(1, 2)), cols=draw(st.integers(1, 3)),
                           tile=tile, noc=noc)
