@@ -24,7 +24,7 @@ from amaranth.lib.wiring import In
 from .config import MeshConfig
 
 __all__ = ["ModuleInstance", "instance_of", "block_factory", "AtPosition", "StructuralDesign",
-           "mesh_design", "noc_design", "mesh_verilog", "noc_verilog", "to_verilog",
+           "mesh_design", "noc_design", "fabric_parts", "mesh_verilog", "noc_verilog", "to_verilog",
            "verilog_text", "blocks", "generate", "resource_estimate"]
 
 #: Verilog module names of the block kinds a structural mesh instantiates.
@@ -244,17 +244,25 @@ class StructuralDesign:
         return text
 
 
-def noc_design(cfg: MeshConfig, name=NOC_MODULE):
-    """The :class:`~tilemesh.noc.fabric.NocFabric` of ``cfg`` as a :class:`StructuralDesign`:
-    one ``tilemesh_router`` and one ``tilemesh_ingress`` module, instantiated per position."""
-    from .noc.fabric import NocFabric
+def fabric_parts(cfg: MeshConfig):
+    """``(modules, parts)`` for a design holding a structural
+    :class:`~tilemesh.noc.fabric.NocFabric` of ``cfg``: ``NocFabric(cfg, modules=modules)``
+    instantiates ``tilemesh_router`` and ``tilemesh_ingress`` per position, and ``parts`` (for
+    :class:`StructuralDesign`) converts those two modules once."""
     from .noc.ingress import Ingress
     from .noc.router import Router
 
     modules = {"router": ROUTER_MODULE, "ingress": INGRESS_MODULE}
-    return StructuralDesign(name, lambda: NocFabric(cfg, modules=modules),
-                            {ROUTER_MODULE: lambda: Router(cfg),
-                             INGRESS_MODULE: lambda: Ingress(cfg)})
+    return modules, {ROUTER_MODULE: lambda: Router(cfg), INGRESS_MODULE: lambda: Ingress(cfg)}
+
+
+def noc_design(cfg: MeshConfig, name=NOC_MODULE):
+    """The :class:`~tilemesh.noc.fabric.NocFabric` of ``cfg`` as a :class:`StructuralDesign`:
+    one ``tilemesh_router`` and one ``tilemesh_ingress`` module, instantiated per position."""
+    from .noc.fabric import NocFabric
+
+    modules, parts = fabric_parts(cfg)
+    return StructuralDesign(name, lambda: NocFabric(cfg, modules=modules), parts)
 
 
 def mesh_design(cfg: MeshConfig, name="tilemesh_mesh"):

@@ -712,6 +712,9 @@ class NocBenchTop(wiring.Component):
         Hotspot tile (default: the middle of the mesh).
     lookahead : int
         Replay speed of the source queues (see :class:`TrafficGenerator`).
+    modules : dict, optional
+        Passed to :class:`~tilemesh.noc.fabric.NocFabric`: routers and ingress checkers as
+        instances of separately converted modules (:func:`tilemesh.generate.fabric_parts`).
 
     Members
     -------
@@ -739,9 +742,10 @@ class NocBenchTop(wiring.Component):
         As :class:`TrafficGenerator`.
     """
 
-    def __init__(self, cfg, *, patterns=None, hotspot=None, lookahead=4):
+    def __init__(self, cfg, *, patterns=None, hotspot=None, lookahead=4, modules=None):
         self._patterns = _check_patterns(cfg, patterns)
         self._cfg, self._hotspot, self._lookahead = cfg, hotspot, lookahead
+        self._modules = modules
         tag = tag_layout(cfg)
         ts_bits = tag["ts"].shape.width
         super().__init__({
@@ -772,7 +776,7 @@ class NocBenchTop(wiring.Component):
         ts_bits = len(self.now)
         ctl = self.control
 
-        m.submodules.fabric = fabric = NocFabric(cfg)
+        m.submodules.fabric = fabric = NocFabric(cfg, modules=self._modules)
         m.d.comb += fabric.host_out.ready.eq(1)
         with m.If(fabric.host_out.valid):
             _count(m, self.host_flits)
