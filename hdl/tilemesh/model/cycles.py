@@ -25,10 +25,12 @@ buffers on its way (back-pressure on the DMA engine and the host).
 Approximations, so calibration knows where to look: reads are spread evenly over a command's
 duration; a packet's reads are charged to the bank of its first word; the NI's write port is
 never a bottleneck (banks have separate read and write ports); links are booked packet by packet
-in the first gap long enough for the packet, so traffic booked earlier keeps its place instead of
-being arbitrated round-robin packet by packet (a SIGNAL a tile sends itself waits behind a whole
-host feed booked on its eject link, where the router would let it in after one packet); a
-blocked worm does not hold the links behind its head.
+in the first gap long enough for the packet, so traffic booked earlier keeps its place; the
+routers' round robin is approximated by leaving a gap after an input's packet for the other
+inputs served recently (``Network._turn``, ``Timing.rr_window``: without it a tile sending C to
+the host behind two others got a quarter of the host port where the router gives it a third);
+a SIGNAL a tile sends itself waits behind a whole host feed booked on its eject link, where the
+router would let it in after one packet; a blocked worm does not hold the links behind its head.
 """
 
 import bisect
@@ -97,6 +99,11 @@ class Timing:
         Cycles from a packet's tail entering an ingress checker (a tile's inject link or the
         host port) to its header leaving towards the router: the checker stores the whole
         packet before it commits it (tilemesh.noc.ingress).
+    rr_window : int
+        Round-robin turns (``Network._turn``): another input of a link counts as waiting for
+        its turn when its last packet on the link ended at most this many of its packet
+        lengths before the packet now taking the link began; 0 turns the turns off (links in
+        booking order).
     """
     issue_cycles: int = 1
     check_base_cycles: int = 2
@@ -115,6 +122,7 @@ class Timing:
     simd_hazard_cycles: int = 4
     host_cycles: int = 0
     ingress_cycles: int = 1
+    rr_window: int = 3
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -266,6 +274,7 @@ class Network:
         self._last = {}           # (src, dst) -> arrival of the last packet on that path
         self.horizon = 0
         self._paths = {}
+        self._served = {}         # link -> {input link: (start, end) of its last packet on it}
 
     def path(self, src, dst):
         """Links from ``src`` to ``dst`` (tiles ``(x, y)`` or :data:`HOST`), XY order."""
@@ -312,6 +321,26 @@ class Network:
             end = min(end, starts[i])
         starts.insert(i, start)
         ends.insert(i, end)
+
+    def _turn(self, link, inp, t):
+        """The first cycle from ``t`` on at which the router's round-robin arbiter would give
+        ``link`` to the next packet from input ``inp``: after ``inp``'s previous packet on it,
+        every other input still waiting then gets one packet first.
+
+        Links are booked when packets are sent, not when their heads arrive, so the model
+        cannot see which inputs wait: an input counts as waiting when its last packet on the
+        link ended at most ``rr_window`` of its packet lengths before ``inp``'s previous one
+        began. The gap is left for their next packets (booked later, in the first gap that
+        fits); without it a source that sends sooner (deeper buffers free it earlier) books the
+        link packet after packet ahead of the others, where the router takes turns."""
+        served = self._served.get(link)
+        if not self.timing.rr_window or not served or inp not in served:
+            return t
+        start, end = served[inp]
+        window = self.timing.rr_window
+        gap = sum(e - s for i, (s, e) in served.items()
+                  if i != inp and e >= start - window * (e - s) and s < end)
+        return max(t, end + gap) if gap else t
 
     def _current(self, link, t):
         """End of the booking of ``link`` under way at ``t`` (``t`` if it is free then)."""
@@ -366,9 +395,10 @@ class Network:
         # The ingress checker holds the whole packet until its tail is in (store and forward),
         # then sends it on at one flit per cycle however slowly it came in.
         nxt = heads[0] + hold - hop + self.timing.ingress_cycles
-        for link in links[1:]:
-            nxt = self._find(link, nxt + hop, flits)
+        for prev, link in zip(links[:-1], links[1:], strict=True):
+            nxt = self._find(link, self._turn(link, prev, nxt + hop), flits)
             heads.append(nxt)
+            self._served.setdefault(link, {})[prev] = (nxt, nxt + flits)
         tails = [heads[-1] + flits]
         for i in range(len(links) - 2, -1, -1):
             depth = self.ingress_depth if i == 0 else self.cfg.noc.fifo_depth
