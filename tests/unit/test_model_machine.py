@@ -722,16 +722,15 @@ def test_network_round_robin_turns_on_a_shared_link():
     cfg = preset("default")
     flits, packets = 17, 12
     own = flits * packets
-    last = _stream_to_host(Network(cfg, Timing()), [(0, 0), (1, 0), (0, 1), (1, 1)],
-                           packets, flits)
+    tiles = [(0, 0), (1, 0), (0, 1), (1, 1)]
+    last = _stream_to_host(Network(cfg, Timing()), tiles, packets, flits)
     assert max(last[(0, 0)], last[(1, 0)]) < min(last[(0, 1)], last[(1, 1)])
     for s in [(0, 0), (1, 0)]:
         assert 3 * own <= last[s] <= 3.3 * own, last
     assert max(last[(0, 1)], last[(1, 1)]) >= 4 * own    # the port carried every flit
     # Links in booking order (rr_window 0): a source whose packets are buffered deeper
     # (tile (1, 1), three routers away) books the port ahead of the nearer ones.
-    fifo = _stream_to_host(Network(cfg, Timing(rr_window=0)), [(0, 0), (1, 0), (0, 1), (1, 1)],
-                           packets, flits)
+    fifo = _stream_to_host(Network(cfg, Timing(rr_window=0)), tiles, packets, flits)
     assert fifo[(1, 1)] < fifo[(0, 0)]
 
 

@@ -443,7 +443,8 @@ def _mesh_report(cfg, summaries, args):
             # accepted value of the sweep, which picks the luckiest point. Without a saturated
             # point the network was never saturated: the highest accepted value is a lower bound.
             beyond = [s["accepted"] for s in pts if not s["stable"]]
-            saturation = sum(beyond) / len(beyond) if beyond else max(s["accepted"] for s in pts)
+            peak = max(s["accepted"] for s in pts)
+            saturation = sum(beyond) / len(beyond) if beyond else peak
             curve = {
                 "pattern": pattern, "packet_flits": pf, "points": pts,
                 "zero_load": {
@@ -457,7 +458,7 @@ def _mesh_report(cfg, summaries, args):
                 # The plateau past saturation (Dally and Towles' saturation throughput).
                 "saturation_throughput": saturation,
                 "saturation_points": len(beyond),
-                "peak_accepted": max(s["accepted"] for s in pts),
+                "peak_accepted": peak,
                 "saturation_fraction_of_bisection": saturation / limit,
                 "accepted_at_highest_offered": pts[-1]["accepted"],
                 "min_node_at_highest_offered": pts[-1]["accepted_min_node"],
