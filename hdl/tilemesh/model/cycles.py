@@ -3,8 +3,9 @@
 Everything :class:`~tilemesh.model.machine.MeshModel` knows about time is here, so calibrating
 the model against the RTL (issue 5: within 5 %) changes this file only. The model is
 discrete-event: a unit's work on one instruction is a closed-form duration, and the network
-reserves links packet by packet (wormhole, 1 flit per cycle per link, ``router_cycles`` per hop),
-so a 256x256x256 GEMM models in seconds instead of stepping every cycle in Python.
+moves packets buffer by buffer (wormhole, 1 flit per cycle per link, ``router_cycles`` per hop,
+a round-robin arbiter per link), so a 256x256x256 GEMM models in seconds instead of stepping
+every cycle in Python.
 
 ::
 
@@ -17,24 +18,21 @@ operands sharing a bank slow it in closed form (:func:`bank_reads`); between uni
 a conflict lose the cycles :func:`bank_share` gives: a command starting on a bank another unit is
 reading starts that much later, and the command under way is stretched (``MeshModel._contend``).
 DMA packets leave one event at a time, so each packet meets the reads under way when it is sent,
-and the READ_REQ responder's reads compete like the DMA engine's. Every packet is stored whole by
-the ingress checker it enters through (a tile's inject link or the host port) before it goes on
-wormhole-style; a worm whose head has to wait keeps its source busy until its tail fits into the
-buffers on its way (back-pressure on the DMA engine and the host).
+and the READ_REQ responder's reads compete like the DMA engine's. The network (:class:`Network`)
+is the routers' own rules at packet granularity: first-in-first-out buffers (send queue, ingress
+checker, router input FIFOs) whose front packet asks for its next link, a round-robin choice
+among the packets asking when a link is free, and a worm's tail that passes a link only once its
+flits fit in the buffer behind it (back-pressure up to the DMA engine and the host).
 
 Approximations, so calibration knows where to look: reads are spread evenly over a command's
 duration; a packet's reads are charged to the bank of its first word; the NI's write port is
-never a bottleneck (banks have separate read and write ports); links are booked packet by packet
-in the first gap long enough for the packet, so traffic booked earlier keeps its place; the
-routers' round robin is approximated by leaving a gap after an input's packet for the other
-inputs served recently (``Network._turn``, ``Timing.rr_window``: without it a tile sending C to
-the host behind two others got a quarter of the host port where the router gives it a third);
-a SIGNAL a tile sends itself waits behind a whole host feed booked on its eject link, where the
-router would let it in after one packet; a blocked worm does not hold the links behind its head.
+never a bottleneck (banks have separate read and write ports); the ingress checker and the
+router FIFO behind it are one buffer of their summed depth; a buffer's fill level counts a
+packet ahead that waits downstream as all there until it is known when its tail leaves.
 """
 
-import bisect
 import dataclasses
+from collections import deque
 from dataclasses import dataclass
 
 from ..noc.ingress import ingress_depth
@@ -42,11 +40,7 @@ from ..noc.routing import host_address
 from ..tile.matrix import output_latency
 
 __all__ = ["Timing", "Network", "BusyCounter", "check_cycles", "bank_reads", "bank_share",
-           "matmul_timing", "simd_cycles", "HOST", "CONTROL_FLITS"]
-
-#: Packets of at most this many flits (SIGNAL, READ_REQ, CONTROL, NOTIFY) are control packets
-#: for :meth:`Network.send`.
-CONTROL_FLITS = 3
+           "matmul_timing", "simd_cycles", "HOST"]
 
 #: The network node of the host (``Network`` accepts it wherever it takes a tile ``(x, y)``).
 HOST = "host"
@@ -99,11 +93,6 @@ class Timing:
         Cycles from a packet's tail entering an ingress checker (a tile's inject link or the
         host port) to its header leaving towards the router: the checker stores the whole
         packet before it commits it (tilemesh.noc.ingress).
-    rr_window : int
-        Round-robin turns (``Network._turn``): another input of a link counts as waiting for
-        its turn when its last packet on the link ended at most this many of its packet
-        lengths before the packet now taking the link began; 0 turns the turns off (links in
-        booking order).
     """
     issue_cycles: int = 1
     check_base_cycles: int = 2
@@ -122,7 +111,6 @@ class Timing:
     simd_hazard_cycles: int = 4
     host_cycles: int = 0
     ingress_cycles: int = 1
-    rr_window: int = 3
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -237,18 +225,65 @@ class BusyCounter:
         self.until = max(self.until, end)
 
 
-class Network:
-    """Link-level model of the mesh NoC with XY routing and the host port.
+class _Fifo:
+    """A buffer packets queue in, first in first out: a source's queue of packets to send, the
+    ingress checker behind an inject link or the host port, a router input. ``capacity`` flits
+    (None: unbounded); ``feeder`` is the link whose end it is (None for a source queue)."""
 
-    A packet of ``flits`` flits (header included) crosses links in order. The first link (a
-    tile's inject link or the host port) ends in an ingress checker that stores the whole
-    packet, so the next link starts ``ingress_cycles`` after its tail; on every further link it
-    starts no earlier than ``router_cycles`` after it started on the previous one and in the
-    first gap of ``flits`` cycles the link has from then on, which it then holds (wormhole, one
-    flit per cycle). Links keep their booked intervals, so a packet sent now may use a link in
-    the gap before traffic booked for later. Control packets (at most :data:`CONTROL_FLITS`
-    flits) only wait for the packet under way on each link. No packet arrives before one sent
-    earlier on the same path (XY routes, in-order routers).
+    __slots__ = ("entries", "capacity", "feeder", "id")
+
+    def __init__(self, capacity, feeder, id_):
+        self.entries = deque()
+        self.capacity, self.feeder, self.id = capacity, feeder, id_
+
+
+class _Entry:
+    """One packet in one :class:`_Fifo`: ``head`` is the cycle its head can request the next
+    link, ``out`` the cycle it got that link, ``gone`` the cycle its tail leaves the buffer
+    (both None until known)."""
+
+    __slots__ = ("packet", "head", "out", "gone")
+
+    def __init__(self, packet, head):
+        self.packet, self.head = packet, head
+        self.out = self.gone = None
+
+
+class _Link:
+    """A link and the round-robin arbiter in front of it: ``requests`` maps the fifo whose front
+    packet wants the link to (cycle it may have it, packet); ``owner`` holds it until its tail
+    has passed (``release``: that cycle, once known)."""
+
+    __slots__ = ("key", "requests", "owner", "release", "last")
+
+    def __init__(self, key):
+        self.key, self.requests = key, {}
+        self.owner = self.release = None
+        self.last = -1
+
+
+class _Packet:
+    __slots__ = ("links", "fifos", "entries", "flits", "hold", "on_injected", "on_arrived")
+
+
+class Network:
+    """Packet-level event model of the mesh NoC with XY routing and the host port.
+
+    A packet of ``flits`` flits (header included) waits in a first-in-first-out buffer at each
+    hop: its source's send queue, then the ingress checker behind the inject link (or the host
+    port), then a router input FIFO per mesh link. Only a buffer's front packet asks for its next
+    link (head-of-line blocking, as in the routers); each link has a round-robin arbiter over
+    the buffers asking for it, deciding in the cycle the link is free, after every request of
+    that cycle is in. A granted packet holds the link until its tail has passed it, which is
+    ``flits`` cycles later unless the buffer at the link's end is full: the tail passes once
+    the flits still queued ahead of it, its own included, fit in ``capacity`` (wormhole
+    back-pressure, so a worm blocked downstream holds the links behind it and at last its
+    source). The ingress checker stores a whole packet before forwarding it; a router input
+    forwards the head ``router_cycles`` after it arrived.
+
+    Time moves through the owner's event queue: ``schedule(t, late, fn, *args)`` must call
+    ``fn(*args)`` at cycle ``t``, every ``late`` call of a cycle after the others.
+    :meth:`send` returns at once and reports through its callbacks.
 
     Members
     -------
@@ -258,23 +293,18 @@ class Network:
         Flit-hops: flits times links crossed (inject, mesh and eject links).
     host_flits_in, host_flits_out : int
         Flits through the host port, each way.
-    horizon : int
-        No packet will be sent before this cycle any more (set by the model); bookings that
-        end before it are forgotten.
     """
 
-    def __init__(self, cfg, timing):
-        self.cfg, self.timing = cfg, timing
-        self.booked = {}          # link -> ([starts], [ends]), sorted, disjoint
+    def __init__(self, cfg, timing, schedule):
+        self.cfg, self.timing, self.schedule = cfg, timing, schedule
         self.flits = self.link_flits = 0
         self.host_flits_in = self.host_flits_out = 0
         self.host_tile = (cfg.host_x, cfg.host_y)
         self.host_address = host_address(cfg)
         self.ingress_depth = ingress_depth(cfg)
-        self._last = {}           # (src, dst) -> arrival of the last packet on that path
-        self.horizon = 0
         self._paths = {}
-        self._served = {}         # link -> {input link: (start, end) of its last packet on it}
+        self._links = {}
+        self._fifos = {}
 
     def path(self, src, dst):
         """Links from ``src`` to ``dst`` (tiles ``(x, y)`` or :data:`HOST`), XY order."""
@@ -298,71 +328,18 @@ class Network:
             links.append(((x, y), (x, ny)))
             y = ny
         links.append(("host_out",) if dst == HOST else ("eject", dst))
-        self._paths[key] = links
-        return links
+        self._paths[key] = [self._link(k) for k in links]
+        return self._paths[key]
 
-    def _find(self, link, t, n):
-        """First cycle from ``t`` on with ``n`` free cycles on ``link``."""
-        starts, ends = self.booked.setdefault(link, ([], []))
-        if len(ends) > 32 and ends[16] <= self.horizon:
-            k = bisect.bisect_right(ends, self.horizon)
-            del starts[:k], ends[:k]
-        i = bisect.bisect_right(ends, t)
-        while i < len(starts) and starts[i] < t + n:
-            t = max(t, ends[i])
-            i += 1
-        return t
+    def _link(self, key):
+        if key not in self._links:
+            self._links[key] = _Link(key)
+        return self._links[key]
 
-    def _insert(self, link, start, end):
-        """Book ``start .. end`` on ``link`` (cut short where a later booking begins)."""
-        starts, ends = self.booked[link]
-        i = bisect.bisect_right(starts, start)
-        if i < len(starts):
-            end = min(end, starts[i])
-        starts.insert(i, start)
-        ends.insert(i, end)
-
-    def _turn(self, link, inp, t):
-        """The first cycle from ``t`` on at which the router's round-robin arbiter would give
-        ``link`` to the next packet from input ``inp``: after ``inp``'s previous packet on it,
-        every other input still waiting then gets one packet first.
-
-        Links are booked when packets are sent, not when their heads arrive, so the model
-        cannot see which inputs wait: an input counts as waiting when its last packet on the
-        link ended at most ``rr_window`` of its packet lengths before ``inp``'s previous one
-        began. The gap is left for their next packets (booked later, in the first gap that
-        fits); without it a source that sends sooner (deeper buffers free it earlier) books the
-        link packet after packet ahead of the others, where the router takes turns."""
-        served = self._served.get(link)
-        if not self.timing.rr_window or not served or inp not in served:
-            return t
-        start, end = served[inp]
-        window = self.timing.rr_window
-        gap = sum(e - s for i, (s, e) in served.items()
-                  if i != inp and e >= start - window * (e - s) and s < end)
-        return max(t, end + gap) if gap else t
-
-    def _current(self, link, t):
-        """End of the booking of ``link`` under way at ``t`` (``t`` if it is free then)."""
-        starts, ends = self.booked.setdefault(link, ([], []))
-        i = bisect.bisect_right(starts, t) - 1
-        return max(t, ends[i]) if i >= 0 else t
-
-    def _send_control(self, links, src, dst, flits, t):
-        # A router's round-robin arbiter lets a short control packet (SIGNAL, NOTIFY, READ_REQ,
-        # CONTROL) in after the packet under way on each link, not after all traffic booked
-        # behind it; its few flits are not booked (the capacity they take is negligible).
-        head = self._current(links[0], t)
-        injected = head + flits
-        head = injected - self.timing.router_cycles + self.timing.ingress_cycles
-        for link in links[1:]:
-            head = self._current(link, head + self.timing.router_cycles)
-        # one path per (source, destination) and in-order routers: never before the packet
-        # sent ahead of it on the same path
-        arrived = max(head + flits, self._last.get((src, dst), 0) + flits)
-        self._last[(src, dst)] = arrived
-        self._count(src, dst, flits, len(links))
-        return injected, arrived
+    def _fifo(self, key, capacity, feeder):
+        if key not in self._fifos:
+            self._fifos[key] = _Fifo(capacity, feeder, len(self._fifos))
+        return self._fifos[key]
 
     def _count(self, src, dst, flits, hops):
         self.flits += flits
@@ -372,42 +349,132 @@ class Network:
         if dst == HOST:
             self.host_flits_out += flits
 
-    def send(self, src, dst, flits, t, hold=None):
-        """Send a packet offered at cycle ``t``; returns ``(injected, arrived)``: the cycle its
-        tail left the source (the source may offer its next packet) and the cycle its tail
-        reached the destination's receive side. ``hold`` (default ``flits``): cycles the packet
-        needs on each link, when the source cannot send a flit every cycle (its SRAM reads lose
-        cycles to bank conflicts, the worm keeps its links meanwhile).
-
-        The head takes each link in its first free gap. Where it had to wait, the worm backs
-        up to its source: the source is busy until the tail fits into the buffers between it
-        and the blocked link (the ingress checker's packet buffer, ``fifo_depth`` flits per
-        router), so a DMA engine whose packet is blocked downstream cannot send the next one.
-        The links behind the head are booked for ``flits`` cycles only (holding them for the
-        wait too made later traffic queue behind reservations the routers' round-robin
-        arbiters would have interleaved)."""
-        hop = self.timing.router_cycles
-        hold = flits if hold is None else max(hold, flits)
+    def send(self, src, dst, flits, t, *, hold=None, port="tx", on_injected=None,
+             on_arrived=None):
+        """Offer a packet at cycle ``t`` (``t`` >= the current cycle). ``on_injected(cycle)``
+        is called when its tail has left the source (the source may offer its next packet),
+        ``on_arrived(cycle)`` when its tail has reached the destination's receive side.
+        ``hold`` (default ``flits``): cycles the packet needs on the inject link, when the
+        source cannot send a flit every cycle (its SRAM reads lose cycles to bank conflicts).
+        ``port`` names the source's send queue (packets of one queue leave in order; the
+        source's queues take turns)."""
         links = self.path(src, dst)
-        if hold <= CONTROL_FLITS:
-            return self._send_control(links, src, dst, flits, t)
-        heads = [self._find(links[0], t, hold)]
-        # The ingress checker holds the whole packet until its tail is in (store and forward),
-        # then sends it on at one flit per cycle however slowly it came in.
-        nxt = heads[0] + hold - hop + self.timing.ingress_cycles
-        for prev, link in zip(links[:-1], links[1:], strict=True):
-            nxt = self._find(link, self._turn(link, prev, nxt + hop), flits)
-            heads.append(nxt)
-            self._served.setdefault(link, {})[prev] = (nxt, nxt + flits)
-        tails = [heads[-1] + flits]
-        for i in range(len(links) - 2, -1, -1):
-            depth = self.ingress_depth if i == 0 else self.cfg.noc.fifo_depth
-            tails.append(max(heads[i] + (hold if i == 0 else flits), tails[-1] - hop - depth))
-        tails.reverse()
-        for i, (link, head, tail) in enumerate(zip(links, heads, tails, strict=True)):
-            self._insert(link, head, tail if i == 0 else head + flits)
-        injected = tails[0]
+        p = _Packet()
+        p.links, p.flits = links, flits
+        p.hold = flits if hold is None else max(hold, flits)
+        p.on_injected, p.on_arrived = on_injected, on_arrived
+        fifos = [self._fifo(("send", src, port), None, None)]
+        for i, link in enumerate(links[:-1]):
+            cap = (self.ingress_depth + self.cfg.noc.fifo_depth if i == 0
+                   else self.cfg.noc.fifo_depth)
+            fifos.append(self._fifo(link.key, cap, link))
+        p.fifos, p.entries = fifos, [None] * len(fifos)
         self._count(src, dst, flits, len(links))
-        arrived = max(heads[-1] + flits, self._last.get((src, dst), 0) + flits)
-        self._last[(src, dst)] = arrived
-        return injected, arrived
+        self.schedule(t, False, self._offer, p, t)
+
+    def _offer(self, p, t):
+        self._enter(p, 0, t, t)
+
+    def _enter(self, p, i, head, now):
+        """``p``'s head is in fifo ``i`` (its tail may still be on the way)."""
+        fifo = p.fifos[i]
+        e = p.entries[i] = _Entry(p, head)
+        fifo.entries.append(e)
+        if len(fifo.entries) == 1:
+            self._request(fifo, e, head)
+        self._try_release(fifo, now)
+
+    def _request(self, fifo, e, t):
+        link = e.packet.links[e.packet.fifos.index(fifo)]
+        link.requests[fifo] = (t, e.packet)
+        self.schedule(t, True, self._arbitrate, link, t)
+
+    def _arbitrate(self, link, now):
+        if link.owner is not None or not link.requests:
+            return
+        best = None
+        for fifo, (ready, p) in link.requests.items():
+            if ready <= now:
+                turn = (fifo.id - link.last - 1) % len(self._fifos)
+                if best is None or turn < best[0]:
+                    best = (turn, fifo, p)
+        if best is None:
+            return   # the requests' own arbitration events come later
+        _, fifo, p = best
+        del link.requests[fifo]
+        link.owner, link.last = p, fifo.id
+        i = p.fifos.index(fifo)
+        p.entries[i].out = now
+        if i + 1 == len(p.links):
+            self._release_at(link, p, now + p.flits, now)   # the receive side never waits
+        else:
+            tm = self.timing
+            # the ingress checker stores the whole packet before it commits it; a router
+            # input forwards the head as soon as it has crossed the router
+            head = now + p.hold + tm.ingress_cycles if i == 0 else now + tm.router_cycles
+            self._enter(p, i + 1, head, now)
+        self._try_release(fifo, now)
+
+    def _try_release(self, fifo, now):
+        """When the tail of the packet entering ``fifo`` will have passed its feeder link: its
+        own ``flits`` (``hold`` on an inject link) after the grant, and once the flits queued
+        ahead of it, its own included, fit in ``capacity``; undecided (None) while that depends
+        on a packet ahead that has not left yet."""
+        link = fifo.feeder
+        if link is None or link.owner is None or link.release is not None:
+            return
+        p = link.owner
+        i = p.fifos.index(fifo)
+        if p.entries[i] is not fifo.entries[-1]:
+            return
+        lo = max(now, p.entries[i - 1].out + (p.hold if i == 1 else p.flits))
+
+        def queued(t):
+            n = 0
+            for e in fifo.entries:
+                f = e.packet.flits
+                if e.gone is not None:
+                    n += max(0, min(f, e.gone - t))
+                elif e.out is not None and e.packet is p:
+                    n += max(0, f - max(0, t - e.out))
+                else:
+                    n += f
+            return n
+
+        cap = fifo.capacity
+        if queued(lo) > cap:
+            known = [e.gone for e in fifo.entries if e.gone is not None]
+            if p.entries[i].out is not None:
+                known.append(p.entries[i].out + p.flits)
+            hi = max(known, default=lo)
+            if hi <= lo or queued(hi) > cap:
+                return
+            while lo < hi:       # first cycle it fits; queued() never grows with t
+                mid = (lo + hi) // 2
+                if queued(mid) <= cap:
+                    hi = mid
+                else:
+                    lo = mid + 1
+        self._release_at(link, p, lo, now)
+
+    def _release_at(self, link, p, t, now):
+        link.release = t
+        i = p.links.index(link)
+        p.entries[i].gone = t
+        self.schedule(t, False, self._release, link, p, t)
+        self._try_release(p.fifos[i], now)   # the packet entering the fifo it leaves
+
+    def _release(self, link, p, t):
+        link.owner = link.release = None
+        i = p.links.index(link)
+        fifo = p.fifos[i]
+        fifo.entries.popleft()
+        if fifo.entries:
+            e = fifo.entries[0]
+            self._request(fifo, e, max(e.head, t))
+            self._try_release(fifo, t)
+        if i == 0 and p.on_injected is not None:
+            p.on_injected(t)
+        if i + 1 == len(p.links) and p.on_arrived is not None:
+            p.on_arrived(t)
+        self.schedule(t, True, self._arbitrate, link, t)

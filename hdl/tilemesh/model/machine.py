@@ -338,7 +338,7 @@ class MeshModel:
         cfg.check_tiles()   # the same ConfigError as the hardware's Mesh
         self.cfg = cfg
         self.timing = timing if timing is not None else Timing()
-        self.network = Network(cfg, self.timing)
+        self.network = Network(cfg, self.timing, self._schedule)
         self.csrs = csr_map(cfg)
         self._csr_at = {c.word: c for c in self.csrs.values()}
         self.tiles = {(x, y): _Tile(cfg, x, y) for y in range(cfg.rows) for x in range(cfg.cols)}
@@ -374,9 +374,8 @@ class MeshModel:
         words = [int(w) for w in words]
         for i in range(0, len(words), self._max_pkt):
             chunk = words[i:i + self._max_pkt]
-            arrived = self._host_send(tl.coord, len(chunk) + 1)
-            self._at(arrived + self.timing.ni_rx_cycles, self._rx_write, tl, Space(space),
-                     word + i, chunk)
+            self._host_send(tl.coord, len(chunk) + 1, self._rx_write, tl, Space(space),
+                            word + i, chunk)
 
     def write_sram(self, tile, addr, words):
         """Write ``words`` into ``tile``'s SRAM from word ``addr``."""
@@ -404,8 +403,7 @@ class MeshModel:
     def signal(self, tile, sem):
         """Post a SIGNAL packet: semaphore ``sem`` of ``tile`` += 1."""
         tl = self._tile(tile)
-        arrived = self._host_send(tl.coord, 1)
-        self._at(arrived + self.timing.ni_rx_cycles, self._rx_signal, tl, sem)
+        self._host_send(tl.coord, 1, self._rx_signal, tl, sem)
 
     def start(self, tile, pc=0):
         """Post CONTROL START at ``pc`` (refused and counted unless IDLE or HALTED)."""
@@ -417,8 +415,7 @@ class MeshModel:
 
     def _control(self, tile, command, pc):
         tl = self._tile(tile)
-        arrived = self._host_send(tl.coord, 2)
-        self._at(arrived + self.timing.ni_rx_cycles, self._rx_control, tl, command, pc)
+        self._host_send(tl.coord, 2, self._rx_control, tl, command, pc)
 
     def read(self, tile, space, word, count):
         """Read ``count`` words of ``space`` at ``word`` (READ_REQ / READ_RESP, one outstanding);
@@ -427,10 +424,8 @@ class MeshModel:
         out = []
         for i in range(0, count, self._max_pkt):
             n = min(self._max_pkt, count - i)
-            arrived = self._host_send(tl.coord, 2)
             box = []
-            self._at(arrived + self.timing.ni_rx_cycles, self._rx_read_req, tl, Space(space),
-                     word + i, n, box)
+            self._host_send(tl.coord, 2, self._rx_read_req, tl, Space(space), word + i, n, box)
             self._run(lambda b=box: bool(b))
             out += box[0][0]
             self.now = max(self.now, box[0][1])
@@ -518,27 +513,36 @@ class MeshModel:
     # -- event machinery --------------------------------------------------------------------------
 
     def _at(self, t, fn, *args):
+        self._schedule(t, False, fn, *args)
+
+    def _schedule(self, t, late, fn, *args):
+        # ``late``: after every other event of cycle ``t`` (the network's arbiters decide once
+        # all requests of the cycle are in)
         self._seq += 1
-        heapq.heappush(self._events, (t, self._seq, fn, args))
+        heapq.heappush(self._events, (t, late, self._seq, fn, args))
 
     def _run(self, done, limit=None):
         ev = self._events
         while not done() and ev and (limit is None or ev[0][0] <= limit):
-            t, _, fn, args = heapq.heappop(ev)
+            t, _, _, fn, args = heapq.heappop(ev)
             self.t = max(self.t, t)
             # the host is waiting in here: its clock moves with the mesh, and nothing will be
             # sent before the current cycle any more
             self.now = max(self.now, self.t)
-            self.network.horizon = self.t
             self._limit = t if limit is None else limit
             fn(*args)
 
-    def _host_send(self, dst, flits):
-        t0 = max(self.now, self._host_free)
-        injected, arrived = self.network.send(HOST, dst, flits, t0)
-        self._host_free = injected + self.timing.host_cycles
-        self.now = max(self.now, injected)
-        return arrived
+    def _host_send(self, dst, flits, fn, *args):
+        """Send a packet from the host (the mesh runs until it is in the host port) and call
+        ``fn(*args)`` when it has been received (``ni_rx_cycles`` after its tail arrived)."""
+        t0 = max(self.now, self._host_free, self.t)
+        injected = []
+        rx = self.timing.ni_rx_cycles
+        self.network.send(HOST, dst, flits, t0, on_injected=injected.append,
+                          on_arrived=lambda t: self._at(t + rx, fn, *args))
+        self._run(lambda: bool(injected))
+        self._host_free = injected[0] + self.timing.host_cycles
+        self.now = max(self.now, injected[0])
 
     def _host_buffer(self, coord):
         if coord not in self.host_buffers:
@@ -638,11 +642,14 @@ class MeshModel:
         t = self.t + self.timing.read_resp_cycles
         extra = (self._packet_reads(tl, "ni_read", word, count, t)
                  if space == Space.SRAM and word < len(tl.sram) else 0)
-        _, arrived = self.network.send(tl.coord, HOST, count + 1, t, hold=count + 1 + extra)
         if box is not None:
-            self._at(arrived, box.append, (words, arrived))
+            def arrived(c):
+                box.append((words, c))
         else:
-            self._at(arrived, self._to_host, Opcode.READ_RESP, tl.coord, reply_addr, words)
+            def arrived(c):
+                self._to_host(Opcode.READ_RESP, tl.coord, reply_addr, words)
+        self.network.send(tl.coord, HOST, count + 1, t, hold=count + 1 + extra, port="resp",
+                          on_arrived=arrived)
 
     def _read_word(self, tl, space, word, t):
         if space == Space.SRAM and word < len(tl.sram):
@@ -747,10 +754,10 @@ class MeshModel:
         if tl.error == ErrorCode.NONE:
             tl.error, tl.error_pc = code, tl.pc
         self._set_state(tl, TileState.ERROR, t)
-        _, arrived = self.network.send(tl.coord, HOST, self._notify_flits,
-                                       t + self.timing.ni_tx_cycles)
-        self._at(arrived, self._host_notify, tl.coord, NotifyKind.ERROR, code.value,
-                 tl.pc & ((1 << PC_BITS) - 1), value)
+        pc = tl.pc & ((1 << PC_BITS) - 1)
+        self.network.send(tl.coord, HOST, self._notify_flits, t + self.timing.ni_tx_cycles,
+                          on_arrived=lambda c: self._host_notify(tl.coord, NotifyKind.ERROR,
+                                                                 code.value, pc, value))
 
     def _host_notify(self, coord, kind, code, pc, value):
         self.notifications.append(Notification(coord, kind, code, pc, value, self.t))
@@ -1097,15 +1104,15 @@ class MeshModel:
         src = tl.coord
         if op == InstrOp.SIGNAL:
             dst = src if cmd["local"] else (cmd["x"], cmd["y"])
-            injected, arrived = net.send(src, dst, 1, t + tm.ni_tx_cycles)
-            self._at(arrived + tm.ni_rx_cycles, self._rx_signal, self.tiles[dst], cmd["sem"])
-            self._dma_finish(tl, t, injected)
+            self._send_signal(tl, dst, cmd["sem"], t + tm.ni_tx_cycles,
+                              lambda c: self._dma_finish(tl, t, c))
             return
         if op == InstrOp.NOTIFY:
-            injected, arrived = net.send(src, HOST, self._notify_flits, t + tm.ni_tx_cycles)
-            self._at(arrived, self._host_notify, src, NotifyKind.PROGRAM, cmd["code"],
-                     pc & ((1 << PC_BITS) - 1), cmd["value"])
-            self._dma_finish(tl, t, injected)
+            pc &= (1 << PC_BITS) - 1
+            net.send(src, HOST, self._notify_flits, t + tm.ni_tx_cycles,
+                     on_injected=lambda c: self._dma_finish(tl, t, c),
+                     on_arrived=lambda c: self._host_notify(src, NotifyKind.PROGRAM, cmd["code"],
+                                                            pc, cmd["value"]))
             return
         te = t + tm.dma_start_cycles + tm.ni_tx_cycles
         rows, cols = cmd["rows"], cmd["cols"]
@@ -1129,16 +1136,18 @@ class MeshModel:
         if debt:
             self._at(self.t + debt, self._dma_write_packet, tl, epoch, st)
             return
-        tm, net = self.timing, self.network
+        tm = self.timing
         t, n, pos = self.t, st.chunks[st.i], st.pos
         extra = self._packet_reads(tl, "dma", int(st.local[pos]), n, t, st)
-        injected, arrived = net.send(tl.coord, st.dst, n + 1, t, hold=n + 1 + extra)
-        self._at(arrived + tm.ni_rx_cycles, self._deliver, st.dst, tl.coord,
-                 st.remote[pos:pos + n], st.payload[pos:pos + n])
+        index, payload = st.remote[pos:pos + n], st.payload[pos:pos + n]
         st.i, st.pos = st.i + 1, pos + n
-        te = injected + tm.dma_packet_gap   # the read-ahead keeps the packets streaming
-        self._at(te, self._dma_write_packet if st.i < len(st.chunks) else self._dma_write_tail,
-                 tl, epoch, st)
+        nxt = self._dma_write_packet if st.i < len(st.chunks) else self._dma_write_tail
+        self.network.send(
+            tl.coord, st.dst, n + 1, t, hold=n + 1 + extra,
+            # the read-ahead keeps the packets streaming
+            on_injected=lambda c: self._at(c + tm.dma_packet_gap, nxt, tl, epoch, st),
+            on_arrived=lambda c: self._at(c + tm.ni_rx_cycles, self._deliver, st.dst, tl.coord,
+                                          index, payload))
 
     def _dma_write_tail(self, tl, epoch, st):
         if epoch != tl.epoch:
@@ -1147,28 +1156,34 @@ class MeshModel:
         if debt:
             self._at(self.t + debt, self._dma_write_tail, tl, epoch, st)
             return
-        tm, net, te = self.timing, self.network, self.t
         if st.cmd["signal"]:
-            injected, arrived = net.send(tl.coord, st.dst, 1, te)
-            te = injected
-            if st.dst == HOST:
-                self._at(arrived, self._host_signal, tl.coord, st.cmd["sem"])
-            else:
-                self._at(arrived + tm.ni_rx_cycles, self._rx_signal, self.tiles[st.dst],
-                         st.cmd["sem"])
-        self._dma_finish(tl, st.t0, te)
+            self._send_signal(tl, st.dst, st.cmd["sem"], self.t,
+                              lambda c: self._dma_finish(tl, st.t0, c))
+        else:
+            self._dma_finish(tl, st.t0, self.t)
+
+    def _send_signal(self, tl, dst, sem, t, injected):
+        """A SIGNAL packet from ``tl`` to ``dst`` (a tile or the host) offered at ``t``;
+        ``injected(cycle)`` when it has left."""
+        if dst == HOST:
+            def arrived(c):
+                self._host_signal(tl.coord, sem)
+        else:
+            def arrived(c):
+                self._at(c + self.timing.ni_rx_cycles, self._rx_signal, self.tiles[dst], sem)
+        self.network.send(tl.coord, dst, 1, t, on_injected=injected, on_arrived=arrived)
 
     def _dma_read_request(self, tl, epoch, st):
         # dma.read: one READ_REQ outstanding at a time, each answered by one READ_RESP
         if epoch != tl.epoch:
             return   # reset before this READ_REQ left: never sent
-        _, arrived = self.network.send(tl.coord, st.dst, 2, self.t)
-        self._at(arrived, self._read_serve, tl, epoch, st)
+        self.network.send(tl.coord, st.dst, 2, self.t,
+                          on_arrived=lambda c: self._read_serve(tl, epoch, st))
 
     def _read_serve(self, tl, epoch, st):
         """The responder takes a READ_REQ of ``tl``'s dma.read: reads the words (competing for
         its banks) and answers."""
-        tm, net = self.timing, self.network
+        tm = self.timing
         rem = self.tiles[st.dst]
         n, pos = st.chunks[st.i], st.pos
         remote, local = st.remote[pos:pos + n], st.local[pos:pos + n]
@@ -1176,20 +1191,26 @@ class MeshModel:
         rem.tx_words += n
         t = self.t + tm.read_resp_cycles
         extra = self._packet_reads(rem, "ni_read", int(remote[0]), n, t)
-        _, arrived = net.send(rem.coord, tl.coord, n + 1, t, hold=n + 1 + extra)
-        te = arrived + tm.ni_rx_cycles + tm.ni_tx_cycles
-        self._at(te, self._read_land, tl, epoch, local, payload)
         st.i, st.pos = st.i + 1, pos + n
+        self.network.send(rem.coord, tl.coord, n + 1, t, hold=n + 1 + extra, port="resp",
+                          on_arrived=lambda c: self._read_landed(
+                              tl, epoch, st, local, payload, c + tm.ni_rx_cycles + tm.ni_tx_cycles))
+
+    def _read_landed(self, tl, epoch, st, local, payload, te):
+        """A READ_RESP of ``tl``'s dma.read has arrived: its words land at ``te``, and the next
+        READ_REQ (or the closing SIGNAL) leaves then."""
+        tm = self.timing
+        self._at(te, self._read_land, tl, epoch, local, payload)
         if epoch != tl.epoch:
             return   # the requester was reset: nothing more leaves it for this command
         if st.i < len(st.chunks):
             self._at(te, self._dma_read_request, tl, epoch, st)
             return
         if st.cmd["signal"]:
-            injected, arrived = net.send(tl.coord, tl.coord, 1, te + tm.ni_tx_cycles)
-            self._at(arrived + tm.ni_rx_cycles, self._rx_signal, tl, st.cmd["sem"])
-            te = injected
-        self._dma_finish(tl, st.t0, te)
+            self._send_signal(tl, tl.coord, st.cmd["sem"], te + tm.ni_tx_cycles,
+                              lambda c: self._dma_finish(tl, st.t0, c))
+        else:
+            self._dma_finish(tl, st.t0, te)
 
     def _host_signal(self, src, sem):
         self.host_signals.append((src, sem, self.t))
@@ -1307,15 +1328,13 @@ def _inject(model, flits):
     word_bits = cfg.tile_addr_bits - 2      # tile_addr_layout: word, then the 2-bit space
     word, space = pkt.addr & ((1 << word_bits) - 1), (pkt.addr >> word_bits) & 3
     space = Space(space) if space < 3 else space   # 3: unmapped, rejected and counted
-    rx = model.timing.ni_rx_cycles
     if pkt.opcode == Opcode.WRITE:
-        arrived = model._host_send(tile.coord, len(payload) + 1)
-        model._at(arrived + rx, model._rx_write, tile, space, word, payload)
+        model._host_send(tile.coord, len(payload) + 1, model._rx_write, tile, space, word,
+                         payload)
     elif pkt.opcode == Opcode.READ_REQ:
         req = data.Layout.cast(read_req_layout(cfg)).from_bits(payload[0])
-        arrived = model._host_send(tile.coord, 2)
-        model._at(arrived + rx, model._rx_read_req, tile, space, word, int(req.count), None,
-                  int(req.reply_addr))
+        model._host_send(tile.coord, 2, model._rx_read_req, tile, space, word, int(req.count),
+                         None, int(req.reply_addr))
     elif pkt.opcode == Opcode.SIGNAL:
         model.signal(tile.coord, pkt.addr & (SEMAPHORES - 1))
     elif pkt.opcode == Opcode.CONTROL:
