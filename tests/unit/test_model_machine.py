@@ -721,8 +721,8 @@ def test_network_link_contention_and_latency():
     for s, e in [(0, 10), (5, 12), (20, 25)]:
         b.add(s, e)
     assert b.total == 17
-    with pytest.raises(ValueError, match="Timing.queue_depth must be an integer >= 1, not 0"):
-        Timing(queue_depth=0)
+    with pytest.raises(ValueError, match="Timing.router_cycles must be an integer >= 0, not 1.5"):
+        Timing(router_cycles=1.5)
 
 
 def _stream(net, clock, sources, dst, packets, flits, t0=0):

@@ -60,8 +60,6 @@ class Timing:
         shift-and-add adds one cycle per bit of the smaller factor (:func:`check_cycles`).
     wake_cycles : int
         Cycles from the event that unblocks issue (semaphore bump, unit idle) to the next issue.
-    queue_depth : int
-        Commands each unit queue holds; a full queue blocks issue.
     router_cycles : int
         Zero-load cycles per router a packet's head crosses.
     ni_tx_cycles : int
@@ -81,6 +79,9 @@ class Timing:
         Cycles from the last C word leaving the array to it being in SRAM.
     simd_start_cycles : int
         Cycles from the SIMD engine taking a command to its first operand read.
+    simd_next_cycles : int
+        Cycles from a SIMD command's last operand read to the first of the command queued
+        behind it (the engine's slot holds the next command while one issues its reads).
     simd_latency : int
         Pipeline cycles from a vector's last operand word to its last result word in SRAM;
         the engine takes its next command meanwhile.
@@ -97,7 +98,6 @@ class Timing:
     issue_cycles: int = 1
     check_base_cycles: int = 2
     wake_cycles: int = 1
-    queue_depth: int = 2
     router_cycles: int = 2
     ni_tx_cycles: int = 1
     ni_rx_cycles: int = 1
@@ -107,6 +107,7 @@ class Timing:
     matmul_start_cycles: int = 3
     matmul_write_cycles: int = 1
     simd_start_cycles: int = 4
+    simd_next_cycles: int = 0
     simd_latency: int = 7
     simd_hazard_cycles: int = 4
     host_cycles: int = 0
@@ -115,9 +116,8 @@ class Timing:
     def __post_init__(self):
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            lo = 1 if f.name == "queue_depth" else 0
-            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-                raise ValueError(f"Timing.{f.name} must be an integer >= {lo}, not {v!r}")
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"Timing.{f.name} must be an integer >= 0, not {v!r}")
 
     def replace(self, **changes):
         """A copy with ``changes`` (for calibration sweeps)."""
@@ -199,12 +199,14 @@ def matmul_timing(cfg, timing, *, a, b, c, k, m_folds, n_folds, last, acc, start
     return last_step, last_step + 1, done
 
 
-def simd_cycles(cfg, timing, count, reads, write_words):
+def simd_cycles(cfg, timing, count, reads, write_words, *, queued=False):
     """Cycles of a SIMD instruction over ``count`` vectors: per vector, the operand reads
     ``reads`` (``(first word, words)`` blocks, see :func:`bank_reads`) and ``write_words``
-    result words (one per cycle)."""
+    result words (one per cycle). ``queued``: the command waited for the one before it, so
+    its reads follow that one's after ``simd_next_cycles`` instead of ``simd_start_cycles``."""
     beat = max(1, bank_reads(cfg, reads), write_words)
-    return timing.simd_start_cycles + count * beat + timing.simd_latency
+    start = timing.simd_next_cycles if queued else timing.simd_start_cycles
+    return start + count * beat + timing.simd_latency
 
 
 class BusyCounter:

@@ -826,7 +826,7 @@ class MeshModel:
             tl.ar[r] = ((tl.ar[r] + v) if f["mode"] else v) & _MASK20
         elif unit is not None:
             u = tl.units[unit]
-            if len(u.queue) >= tm.queue_depth:
+            if len(u.queue) >= self.cfg.tile.unit_queue_depth:
                 return self._block(tl, TileState.BLOCKED, t)
             if factors:
                 cost = check_cycles(tm, factors)
@@ -998,6 +998,7 @@ class MeshModel:
             self._at(done, self._unit_done, tl, unit, tl.epoch,
                      (self._simd_cfg_effect, tl, cmd), None)
             return
+        queued = u.accept_free == t   # it waited for the engine, which takes it now
         words, clients = self._bank_demand(op, cmd)
         t0, t = t, t + self._contend(tl, unit, words, clients, t)
         if op == InstrOp.MATMUL:
@@ -1024,7 +1025,7 @@ class MeshModel:
             for d0, d1, ready in u.writes:
                 if ready > t and any(a < d1 and d0 < b for a, b in spans):
                     t = max(t, ready + self.timing.simd_hazard_cycles)
-            done = t + simd_cycles(self.cfg, self.timing, n, reads, dw)
+            done = t + simd_cycles(self.cfg, self.timing, n, reads, dw, queued=queued)
             accept = done - self.timing.simd_latency
             u.writes = [w for w in u.writes if w[2] > t] + [(cmd["d"], cmd["d"] + n * dw, done)]
             effect = (self._simd_effect, tl, cmd)
