@@ -785,6 +785,9 @@ def test_bank_share_round_robin():
     assert bank_share(16, 1, 100, 2) == (32, 16)
     # the other side has little left: the loss ends with it
     assert bank_share(16, 1, 6, 2) == (6, 3)
+    # a side that reads now and then (a MATMUL's old C rows: 30 words over 600 cycles) costs a
+    # DMA packet of 8 words, and loses, only as often as the two meet
+    assert bank_share(8, 1, 30, 1, 30 / 600) == pytest.approx((0.4, 0.4))
 
 
 def test_gemm_256_on_default_models_in_seconds():

@@ -83,8 +83,9 @@ class Timing:
         Cycles from a SIMD command's last operand read to the first of the command queued
         behind it (the engine's slot holds the next command while one issues its reads).
     simd_latency : int
-        Pipeline cycles from a vector's last operand word to its last result word in SRAM;
-        the engine takes its next command meanwhile.
+        Pipeline cycles from a vector's last operand word to its first result word in SRAM
+        (its ``write_words`` follow one per cycle); the engine takes its next command
+        meanwhile.
     simd_hazard_cycles : int
         Extra cycles before a SIMD command that reads results the previous one is still
         writing may start, after those are written.
@@ -109,7 +110,7 @@ class Timing:
     simd_start_cycles: int = 4
     simd_next_cycles: int = 0
     simd_latency: int = 7
-    simd_hazard_cycles: int = 4
+    simd_hazard_cycles: int = 2
     host_cycles: int = 0
     ingress_cycles: int = 1
 
@@ -141,14 +142,16 @@ def bank_reads(cfg, demands):
     return max(load.values(), default=0)
 
 
-def bank_share(words, clients, other_words, other_clients):
+def bank_share(words, clients, other_words, other_clients, other_rate=1.0):
     """Cycles two bursts of reads of one bank lose to each other: ``words`` read by ``clients``
-    ports against ``other_words`` (still to read) by ``other_clients`` ports. The bank's
-    round-robin arbiter serves every requesting port in turn, one word per cycle, so while both
-    read, each side gets its share of ports; a side loses one cycle per word the other side
-    reads meanwhile. Returns ``(cycles this side loses, cycles the other side loses)``."""
-    mine = min(other_words, words * other_clients / clients)
-    theirs = min(words, other_words * clients / other_clients)
+    ports against ``other_words`` (still to read) by ``other_clients`` ports, which read
+    ``other_rate`` words per cycle between them (1: every cycle). The bank's round-robin
+    arbiter serves every requesting port in turn, one word per cycle, so while both read, each
+    side gets its share of ports; a side loses one cycle per word the other side reads
+    meanwhile, and a side that reads now and then (a MATMUL's old C rows, once per fold) only
+    that often. Returns ``(cycles this side loses, cycles the other side loses)``."""
+    mine = min(other_words, words * other_clients / clients * other_rate)
+    theirs = min(words, other_words * clients / other_clients) * other_rate
     return mine, theirs
 
 
@@ -200,13 +203,18 @@ def matmul_timing(cfg, timing, *, a, b, c, k, m_folds, n_folds, last, acc, start
 
 
 def simd_cycles(cfg, timing, count, reads, write_words, *, queued=False):
-    """Cycles of a SIMD instruction over ``count`` vectors: per vector, the operand reads
+    """Schedule of a SIMD instruction over ``count`` vectors: per vector, the operand reads
     ``reads`` (``(first word, words)`` blocks, see :func:`bank_reads`) and ``write_words``
     result words (one per cycle). ``queued``: the command waited for the one before it, so
-    its reads follow that one's after ``simd_next_cycles`` instead of ``simd_start_cycles``."""
+    its reads follow that one's after ``simd_next_cycles`` instead of ``simd_start_cycles``.
+
+    Returns ``(reads, done)``: cycles from taking the command to its last operand read (the
+    engine may start the next command's reads then) and to its last result word in SRAM
+    (``simd_latency`` later, plus the last vector's writes)."""
     beat = max(1, bank_reads(cfg, reads), write_words)
     start = timing.simd_next_cycles if queued else timing.simd_start_cycles
-    return start + count * beat + timing.simd_latency
+    reads_end = start + count * beat
+    return reads_end, reads_end + timing.simd_latency + write_words
 
 
 class BusyCounter:

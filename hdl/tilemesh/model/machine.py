@@ -57,6 +57,7 @@ from ..layouts import (
     simd_vector_words,
     tile_addr_layout,
 )
+from ..tile.simd_engine import SIMD_JOBS
 from . import reference as ref
 from .cycles import (
     HOST,
@@ -231,6 +232,7 @@ class _Unit:
         self.pump_at = None
         self.last_step = None     # matrix: cycle of the last step still draining
         self.writes = []          # SIMD: (first word, end, done) of results still being written
+        self.jobs = deque(maxlen=SIMD_JOBS)   # SIMD: the last commands taken (their _BankOp)
 
     @property
     def busy_now(self):
@@ -254,6 +256,11 @@ class _BankOp:
             return 0.0
         span = self.end - self.start
         return self.words[bank] * (min(1.0, (self.end - t) / span) if span > 0 else 1.0)
+
+    def rate(self, bank):
+        """Reads per cycle from ``bank`` (at most one: the bank's port)."""
+        span = self.end - self.start
+        return min(1.0, self.words[bank] / span) if span > 0 else 1.0
 
 
 class _DmaJob:
@@ -979,7 +986,8 @@ class MeshModel:
                 left = o.left(bank, t)
                 if left <= 0:
                     continue
-                mine, theirs = bank_share(n, clients[bank], left, o.clients[bank])
+                mine, theirs = bank_share(n, clients[bank], left, o.clients[bank],
+                                          o.rate(bank))
                 delay += mine
                 if o.push is not None:
                     o.push(theirs)
@@ -998,9 +1006,15 @@ class MeshModel:
             self._at(done, self._unit_done, tl, unit, tl.epoch,
                      (self._simd_cfg_effect, tl, cmd), None)
             return
+        t0 = t
         queued = u.accept_free == t   # it waited for the engine, which takes it now
+        if unit == "simd" and len(u.jobs) == SIMD_JOBS:
+            # the engine takes a command only when fewer than SIMD_JOBS are unwritten
+            gate = u.jobs[0].done
+            if gate > t:
+                t, queued = gate, False
         words, clients = self._bank_demand(op, cmd)
-        t0, t = t, t + self._contend(tl, unit, words, clients, t)
+        t = t + self._contend(tl, unit, words, clients, t)
         if op == InstrOp.MATMUL:
             last_step, accept, done = matmul_timing(
                 self.cfg, self.timing, a=cmd["a"], b=cmd["b"], c=cmd["c"], k=cmd["k"],
@@ -1025,8 +1039,8 @@ class MeshModel:
             for d0, d1, ready in u.writes:
                 if ready > t and any(a < d1 and d0 < b for a, b in spans):
                     t = max(t, ready + self.timing.simd_hazard_cycles)
-            done = t + simd_cycles(self.cfg, self.timing, n, reads, dw, queued=queued)
-            accept = done - self.timing.simd_latency
+            reads_end, done = simd_cycles(self.cfg, self.timing, n, reads, dw, queued=queued)
+            accept, done = t + reads_end, t + done
             u.writes = [w for w in u.writes if w[2] > t] + [(cmd["d"], cmd["d"] + n * dw, done)]
             effect = (self._simd_effect, tl, cmd)
             reads_end = accept
@@ -1037,6 +1051,8 @@ class MeshModel:
         rec.push = lambda cycles, tl=tl, u=u, rec=rec, unit=unit, effect=effect: \
             self._push(tl, u, unit, rec, effect, cycles)
         tl.bank_ops.append(rec)
+        if unit == "simd":
+            u.jobs.append(rec)
         self._at(done, self._unit_done, tl, unit, tl.epoch, effect, rec)
 
     def _push(self, tl, u, unit, rec, effect, cycles):

@@ -54,7 +54,11 @@ from .matmul_engine import WriteHull, abortable_core
 from .ports import sram_client_signature, unit_command_layout
 from .simd import SimdUnit
 
-__all__ = ["SimdEngine"]
+__all__ = ["SimdEngine", "SIMD_JOBS"]
+
+#: Instructions the engine holds between taking them and writing their last result (the beat
+#: former's and the writer's job FIFOs): it takes a command only when fewer are pending.
+SIMD_JOBS = 2
 
 _WORD_TAG = data.StructLayout({"vec_last": 1, "fmt": ElemFormat})
 
@@ -129,7 +133,7 @@ class SimdEngine(wiring.Component):
         sw = {f: packed_words(1, bits[f], W) for f in ElemFormat}   # y element 0 (scalar)
         max_vw = max(vw.values())
         max_shift = (1 << simd_shift_bits(accb, SIMD_SCALE_BITS)) - 1
-        jobs = 2          # instructions queued between the sequencer and the beat former/writer
+        jobs = SIMD_JOBS
 
         # -- abort: the guards drain late read answers while the core is held in reset ---------
         core, ports, cmd_ready, core_busy, cmd_take = abortable_core(
