@@ -9,9 +9,9 @@ durations), so the model is both the fast back end of the host driver and the cy
 
 ::
 
-    host ops ──► event queue (cycle, seq) ──► tile controllers ──► DMA / matrix / SIMD queues
-                       ▲                                                  │
-                       └──── packet arrivals (Network: links, contention) ◄┘
+    host ops ──► event queue (cycle, late, seq) ──► tile controllers ──► DMA / matrix / SIMD
+                       ▲                                                          │
+                       └── packets injected / arrived (Network: buffers, arbiters) ◄┘
 
 Host operations are posted at the host's clock :attr:`MeshModel.now`; reads and waits run the
 event queue forward until their answer arrives, as the RTL host driver waits on its port.
