@@ -644,6 +644,80 @@ def test_stray_read_resp_after_reset_is_dropped():
     assert model.status((0, 0))["state"] == TileState.IDLE
 
 
+
+def test_reset_while_the_closing_signal_waits_forgets_the_old_command():
+    # Four tiles stream to the host; (1, 1)'s closing SIGNAL waits for its inject link behind
+    # its own worm when the RESET comes. The old command's end must not count for the program
+    # started after the reset: its DMA unit is busy until its own 4096 words have left.
+    cfg = preset("default")
+    model = MeshModel(cfg)
+    tiles, victim = [(0, 0), (1, 0), (0, 1), (1, 1)], (1, 1)
+    for t in tiles:
+        p = Program(cfg)
+        p.dma_write(host=True, local=0, remote=0, rows=8, cols=256,
+                    **({"signal": 1} if t == victim else {}))
+        p.halt()
+        model.load_program(t, p)
+    for t in tiles:
+        model.start(t)
+    inject = model.network._link(("inject", victim))
+    while not (inject.owner is not None and inject.owner.flits == 1 and inject.release is None):
+        model.run(1)
+    model.reset(victim)
+    model.run(20)
+    p = Program(cfg)
+    p.dma_write(tile=(0, 0), local=0, remote=0x1000, rows=16, cols=256)
+    p.halt()
+    model.load_program(victim, p)
+    model.start(victim)
+    t0 = model.now
+    model.run()
+    tl = model.tiles[victim]
+    assert tl.units["dma"].inflight == 0
+    assert tl.stopped_at - t0 >= 4096     # HALT waited for the whole transfer
+
+
+def test_simd_command_waits_in_its_queue_for_a_job_slot():
+    # The SIMD engine holds two commands between taking one and writing its last result; a
+    # third waits in the (one-entry) unit queue until the first is written, so the instruction
+    # behind it cannot issue before then either.
+    cfg = preset("default")
+    model = MeshModel(cfg)
+    src = "".join(f"simd.add x={4 * i} y={0x100 + 4 * i} d={0x200 + 4 * i} count=1\n"
+                  for i in range(5)) + "halt\n"
+    takes, done, issued = [], [], {}
+    start, unit_done, issue_one = MeshModel._start, MeshModel._unit_done, MeshModel._issue_one
+
+    def spy_start(self, tl, unit, op, cmd, pc, t):
+        takes.append(t)
+        return start(self, tl, unit, op, cmd, pc, t)
+
+    def spy_done(self, tl, unit, epoch, effect, rec):
+        done.append(self.t)
+        return unit_done(self, tl, unit, epoch, effect, rec)
+
+    def spy_issue(self, tl, t):
+        pc = tl.pc
+        out = issue_one(self, tl, t)
+        if tl.pc != pc:
+            issued.setdefault(pc, t)
+        return out
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(MeshModel, "_start", spy_start)
+    mp.setattr(MeshModel, "_unit_done", spy_done)
+    mp.setattr(MeshModel, "_issue_one", spy_issue)
+    try:
+        model.load_program((0, 0), assemble(src, cfg))
+        model.start((0, 0))
+        model.run()
+    finally:
+        mp.undo()
+    assert len(takes) == 5 and len(done) == 5
+    assert takes[2] == done[0] and takes[3] >= done[1]   # a job slot frees as a command ends
+    assert issued[3] >= takes[2]      # the fourth add waited behind the third in the queue
+    assert issued[4] >= takes[3]      # and the fifth behind the fourth
+
 # -- timing ----------------------------------------------------------------------------------
 
 def test_matmul_timing_matches_back_to_back_cycles():

@@ -925,6 +925,13 @@ class MeshModel:
             u.pump_at = t
             self._at(t, self._pump, tl, unit, tl.epoch, t)
 
+    @staticmethod
+    def _jobs_free(u):
+        """First cycle the unit may take a command for want of job slots: the SIMD engine takes
+        one only when fewer than SIMD_JOBS commands it took are unwritten (SIMD_CFG too); the
+        command waits in its queue meanwhile, so issue behind a full queue blocks."""
+        return u.jobs[0].done if len(u.jobs) == SIMD_JOBS else 0
+
     def _pump(self, tl, unit, epoch, when):
         u = tl.units[unit]
         if epoch != tl.epoch or u.pump_at != when:
@@ -932,12 +939,12 @@ class MeshModel:
         u.pump_at = None
         t = self.t
         popped = False
-        while u.queue and u.queue[0][0] <= t and u.accept_free <= t:
+        while u.queue and u.queue[0][0] <= t and u.accept_free <= t and self._jobs_free(u) <= t:
             _, op, cmd, pc = u.queue.popleft()
             popped = True
             self._start(tl, unit, op, cmd, pc, t)
         if u.queue:
-            self._pump_at(tl, unit, max(u.queue[0][0], u.accept_free, t + 1))
+            self._pump_at(tl, unit, max(u.queue[0][0], u.accept_free, self._jobs_free(u), t + 1))
         if popped:
             self._wake(tl)
 
@@ -1008,11 +1015,6 @@ class MeshModel:
             return
         t0 = t
         queued = u.accept_free == t   # it waited for the engine, which takes it now
-        if unit == "simd" and len(u.jobs) == SIMD_JOBS:
-            # the engine takes a command only when fewer than SIMD_JOBS are unwritten
-            gate = u.jobs[0].done
-            if gate > t:
-                t, queued = gate, False
         words, clients = self._bank_demand(op, cmd)
         t = t + self._contend(tl, unit, words, clients, t)
         if op == InstrOp.MATMUL:
@@ -1087,7 +1089,9 @@ class MeshModel:
 
     # -- DMA engine -----------------------------------------------------------------------------
 
-    def _dma_finish(self, tl, t0, done):
+    def _dma_finish(self, tl, epoch, t0, done):
+        if epoch != tl.epoch:
+            return   # reset while its last packet waited to leave: the command is gone
         tl.units["dma"].busy.add(t0, done)
         self._at(done, self._unit_done, tl, "dma", tl.epoch, None, None)
 
@@ -1118,16 +1122,16 @@ class MeshModel:
         so later work on the tile's banks slows the packets still to come), and the command
         completes with its last packet."""
         tm, net = self.timing, self.network
-        src = tl.coord
+        src, epoch = tl.coord, tl.epoch
         if op == InstrOp.SIGNAL:
             dst = src if cmd["local"] else (cmd["x"], cmd["y"])
             self._send_signal(tl, dst, cmd["sem"], t + tm.ni_tx_cycles,
-                              lambda c: self._dma_finish(tl, t, c))
+                              lambda c: self._dma_finish(tl, epoch, t, c))
             return
         if op == InstrOp.NOTIFY:
             pc &= (1 << PC_BITS) - 1
             net.send(src, HOST, self._notify_flits, t + tm.ni_tx_cycles,
-                     on_injected=lambda c: self._dma_finish(tl, t, c),
+                     on_injected=lambda c: self._dma_finish(tl, epoch, t, c),
                      on_arrived=lambda c: self._host_notify(src, NotifyKind.PROGRAM, cmd["code"],
                                                             pc, cmd["value"]))
             return
@@ -1175,9 +1179,9 @@ class MeshModel:
             return
         if st.cmd["signal"]:
             self._send_signal(tl, st.dst, st.cmd["sem"], self.t,
-                              lambda c: self._dma_finish(tl, st.t0, c))
+                              lambda c: self._dma_finish(tl, epoch, st.t0, c))
         else:
-            self._dma_finish(tl, st.t0, self.t)
+            self._dma_finish(tl, epoch, st.t0, self.t)
 
     def _send_signal(self, tl, dst, sem, t, injected):
         """A SIGNAL packet from ``tl`` to ``dst`` (a tile or the host) offered at ``t``;
@@ -1225,9 +1229,9 @@ class MeshModel:
             return
         if st.cmd["signal"]:
             self._send_signal(tl, tl.coord, st.cmd["sem"], te + tm.ni_tx_cycles,
-                              lambda c: self._dma_finish(tl, st.t0, c))
+                              lambda c: self._dma_finish(tl, epoch, st.t0, c))
         else:
-            self._dma_finish(tl, st.t0, te)
+            self._dma_finish(tl, epoch, st.t0, te)
 
     def _host_signal(self, src, sem):
         self.host_signals.append((src, sem, self.t))
