@@ -28,7 +28,9 @@ Approximations, so calibration knows where to look: reads are spread evenly over
 duration; a packet's reads are charged to the bank of its first word; the NI's write port is
 never a bottleneck (banks have separate read and write ports); the ingress checker and the
 router FIFO behind it are one buffer of their summed depth; a buffer's fill level counts a
-packet ahead that waits downstream as all there until it is known when its tail leaves.
+packet ahead that waits downstream as all there until it is known when its tail leaves; a
+packet's SRAM reads are charged from the cycle it is offered, also when it then waits for its
+inject link.
 """
 
 import dataclasses
