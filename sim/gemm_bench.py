@@ -18,9 +18,10 @@ import pickle
 
 import cocotb
 import numpy as np
+from cocotb.triggers import ReadOnly, RisingEdge
 
 from tilemesh.config import MeshConfig
-from tilemesh.gemm import epilogue_from_dict, plan_gemm
+from tilemesh.gemm import epilogue_from_dict, plan_gemm, sort_timeline
 from tilemesh.host.driver import HostDriver
 from tilemesh.host.rtl import CocotbTransport
 from tilemesh_sim.streams import params, reset, rng, start_clock
@@ -49,6 +50,9 @@ async def gemm(dut):
     transport = CocotbTransport(dut, cfg, rnd=rng("gemm"), idle=p.get("idle", 0.0),
                                 stall=p.get("stall", 0.0))
     progress = _ProgressFile(p["progress"]) if p.get("progress") else None
+    timeline = [] if p.get("timeline") else None
+    if timeline is not None:
+        cocotb.start_soon(_record_takes(dut, cfg, transport, timeline))
     for job in p["jobs"]:
         plan = plan_gemm(cfg, job["M"], job["K"], job["N"], epilogue_from_dict(job["epilogue"]))
         A, B = np.load(job["a"]), np.load(job["b"])
@@ -57,10 +61,34 @@ async def gemm(dut):
         sent, received = transport.sent_flits, transport.received_flits
         if progress:
             progress(0, 1, f"GEMM {job['M']}x{job['K']}x{job['N']}")
+        first = len(timeline) if timeline is not None else 0
         run = await plan.run(drv, A, B, bias, progress=progress)
+        if timeline is not None:
+            run.timeline = sort_timeline(timeline[first:])
         cocotb.log.info("GEMM %dx%dx%d: t_start->t_done %d cycles, t_begin->t_end %d cycles, "
                         "host port flits in %d / out %d", job["M"], job["K"], job["N"],
                         run.t_done - run.t_start, run.t_end - run.t_begin,
                         transport.sent_flits - sent, transport.received_flits - received)
         with open(job["result"], "wb") as f:
             pickle.dump(run, f)
+
+
+async def _record_takes(dut, cfg, transport, timeline):
+    """Append ``(cycle, (x, y), unit)`` to ``timeline`` whenever a tile's DMA engine, matrix
+    unit or SIMD engine takes a command from its controller queue (the ``*_cmd`` handshakes;
+    host clock, as the model's :attr:`~tilemesh.model.machine.MeshModel.timeline`). Needs the
+    tiles' internal signals: Icarus."""
+    ports = []
+    for y in range(cfg.rows):
+        for x in range(cfg.cols):
+            ctl = getattr(dut, f"tile_{y}_{x}").controller
+            for unit in ("dma", "matmul", "simd"):
+                ports.append(((x, y), unit, getattr(ctl, f"{unit}_cmd__valid"),
+                              getattr(ctl, f"{unit}_cmd__ready")))
+    while True:
+        await RisingEdge(dut.clk)
+        await ReadOnly()
+        now = transport.cycles
+        for tile, unit, valid, ready in ports:
+            if int(valid.value) and int(ready.value):
+                timeline.append((now, tile, unit))

@@ -383,13 +383,22 @@ def _timeout(cfg, M, K, N):
     return 200_000 + 20 * (compute + io)
 
 
-def _run_model(cfg, plan, A, B, bias, progress):
+def _run_model(cfg, plan, A, B, bias, progress, timeline=False):
     from .host.driver import HostDriver
     from .model.machine import MeshModel, ModelTransport
 
-    drv = HostDriver(cfg, ModelTransport(MeshModel(cfg)),
-                     timeout=_timeout(cfg, plan.M, plan.K, plan.N))
-    return asyncio.run(plan.run(drv, A, B, bias, progress=progress))
+    model = MeshModel(cfg)
+    if timeline:
+        model.timeline = []
+    drv = HostDriver(cfg, ModelTransport(model), timeout=_timeout(cfg, plan.M, plan.K, plan.N))
+    run = asyncio.run(plan.run(drv, A, B, bias, progress=progress))
+    run.timeline = sort_timeline(model.timeline) if timeline else None
+    return run
+
+
+def sort_timeline(events):
+    """Timeline events in a canonical order: by cycle, then tile (row-major), then unit."""
+    return sorted(events, key=lambda e: (e[0], e[1][1], e[1][0], e[2]))
 
 
 def _run_uart(cfg, plan, A, B, bias, port, baud, progress):
@@ -513,7 +522,8 @@ class _ProgressTail(threading.Thread):
                 self._news = now
 
 
-def _run_rtl(cfg, jobs, *, simulator, waves, seed, host_idle, host_stall, progress):
+def _run_rtl(cfg, jobs, *, simulator, waves, seed, host_idle, host_stall, progress,
+             timeline=False):
     """Run ``jobs`` (plan, A, B, bias) one after the other in ONE simulation of the mesh;
     returns ([GemmRun], waveform path or None)."""
     from tilemesh_sim.runner import SimulationFailed, run_cocotb
@@ -536,7 +546,7 @@ def _run_rtl(cfg, jobs, *, simulator, waves, seed, host_idle, host_stall, progre
                 "timeout": _timeout(cfg, plan.M, plan.K, plan.N)})
         prog = tmp / "progress.txt"
         params = {"cfg": cfg.to_dict(), "jobs": entries, "idle": host_idle, "stall": host_stall,
-                  "progress": str(prog) if progress else None}
+                  "progress": str(prog) if progress else None, "timeline": timeline}
         if progress:
             progress(0, 1, f"building (cached per design) and starting {simulator}")
         tail = _ProgressTail(prog, progress) if progress else None
@@ -628,7 +638,8 @@ def _prepare(cfg, A, B, bias, epilogue):
 
 
 def run_gemm(cfg, A, B, *, bias=None, epilogue=None, backend="model", simulator="verilator",
-             waves=False, seed=0, host_idle=0.0, host_stall=0.0, progress=None, baud=115200):
+             waves=False, seed=0, host_idle=0.0, host_stall=0.0, progress=None, baud=115200,
+             timeline=False):
     """Compile ``C = A @ B`` (plus the ``epilogue``) for ``cfg``, run it on ``backend`` and
     check C against the plan's reference and :func:`numpy_gemm`.
 
@@ -653,6 +664,10 @@ def run_gemm(cfg, A, B, *, bias=None, epilogue=None, backend="model", simulator=
         the way out (RTL).
     progress : callable(done, total, what), optional
         Called now and then (never per cycle).
+    timeline : bool
+        Record when each unit of each tile takes a command (``run.timeline``, see
+        :class:`~tilemesh.compiler.gemm.GemmRun`): the model, or the RTL on Icarus (whose
+        simulation exposes the tiles' internal signals; a Verilator build only its ports).
 
     Returns
     -------
@@ -669,22 +684,26 @@ def run_gemm(cfg, A, B, *, bias=None, epilogue=None, backend="model", simulator=
     """
     return run_gemms(cfg, [dict(A=A, B=B, bias=bias, epilogue=epilogue)], backend=backend,
                      simulator=simulator, waves=waves, seed=seed, host_idle=host_idle,
-                     host_stall=host_stall, progress=progress, baud=baud)[0]
+                     host_stall=host_stall, progress=progress, baud=baud,
+                     timeline=timeline)[0]
 
 
 def run_gemms(cfg, cases, *, backend="model", simulator="verilator", waves=False, seed=0,
-              host_idle=0.0, host_stall=0.0, progress=None, baud=115200):
+              host_idle=0.0, host_stall=0.0, progress=None, baud=115200, timeline=False):
     """:func:`run_gemm` for several GEMMs on one mesh; on the RTL they run one after the other
     in ONE simulation (one simulator start, one waveform). ``cases`` are dicts with keys
     ``A``, ``B`` and optionally ``bias``, ``epilogue``. Returns a list of :class:`GemmReport`."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if timeline and (backend == "uart" or (backend == "rtl" and simulator != "icarus")):
+        raise ValueError("a timeline needs the model or the RTL on Icarus (a Verilator build "
+                         "exposes only the mesh's ports, a board nothing)")
     t0 = time.perf_counter()
     if progress:
         progress(0, 1, "compiling")
     jobs = [_prepare(cfg, c["A"], c["B"], c.get("bias"), c.get("epilogue")) for c in cases]
     if backend == "model":
-        runs, wave_file = [_run_model(cfg, plan, A, B, bias, progress)
+        runs, wave_file = [_run_model(cfg, plan, A, B, bias, progress, timeline)
                            for plan, A, B, bias in jobs], None
     elif backend == "uart":
         runs, wave_file = [_run_uart(cfg, plan, A, B, bias, simulator, baud, progress)
@@ -692,7 +711,7 @@ def run_gemms(cfg, cases, *, backend="model", simulator="verilator", waves=False
     else:
         runs, wave_file = _run_rtl(cfg, jobs, simulator=simulator, waves=waves, seed=seed,
                                    host_idle=host_idle, host_stall=host_stall,
-                                   progress=progress)
+                                   progress=progress, timeline=timeline)
     elapsed = (time.perf_counter() - t0) / max(1, len(jobs))
     return [_report(cfg, plan, A, B, bias, r, backend=backend, simulator=simulator, seed=seed,
                     elapsed=elapsed, waves=wave_file)
@@ -760,6 +779,9 @@ def add_arguments(parser):
                         help="RTL: probability of backpressure on the host port's output "
                              "(default: %(default)s)")
     parser.add_argument("--json", metavar="OUT", help="write the report as JSON")
+    parser.add_argument("--timeline", metavar="OUT.csv",
+                        help="write when each tile's DMA / matrix / SIMD unit took each command "
+                             "(model, or RTL with --sim icarus): cycle,x,y,unit")
 
 
 def _load_npy(path, what):
@@ -831,13 +853,25 @@ def run(args):
     for name, v in (("--host-idle", args.host_idle), ("--host-stall", args.host_stall)):
         if not 0.0 <= v < 1.0:
             return _fail(f"{name} must be in [0, 1), not {v}")
+    if args.timeline and (args.backend == "uart"
+                          or (args.backend == "rtl" and args.sim != "icarus")):
+        return _fail("--timeline needs --backend model, or --backend rtl with --sim icarus")
     where = args.port if args.backend == "uart" else args.sim
     return _run_and_print(cfg, A, B, bias, epilogue, args.backend, where, args.waves,
-                          args.seed, args.host_idle, args.host_stall, args.json, baud=args.baud)
+                          args.seed, args.host_idle, args.host_stall, args.json, baud=args.baud,
+                          timeline_out=args.timeline)
+
+
+def write_timeline(path, timeline):
+    """``timeline`` (:attr:`GemmRun.timeline`) as CSV: ``cycle,x,y,unit``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["cycle,x,y,unit"] + [f"{c},{x},{y},{u}" for c, (x, y), u in timeline]
+    path.write_text("\n".join(lines) + "\n")
 
 
 def _run_and_print(cfg, A, B, bias, epilogue, backend, simulator, waves, seed, idle, stall,
-                   json_out, *, baud=115200):
+                   json_out, *, baud=115200, timeline_out=None):
     from tilemesh_sim.runner import SimulationFailed
 
     from .compiler.gemm import GemmError
@@ -846,7 +880,8 @@ def _run_and_print(cfg, A, B, bias, epilogue, backend, simulator, waves, seed, i
     try:
         report = run_gemm(cfg, A, B, bias=bias, epilogue=epilogue, backend=backend,
                           simulator=simulator, waves=waves, seed=seed, host_idle=idle,
-                          host_stall=stall, progress=_Progress(), baud=baud)
+                          host_stall=stall, progress=_Progress(), baud=baud,
+                          timeline=timeline_out is not None)
     except (OperandError, ConfigError) as e:
         return _fail(e)
     except (SimulationFailed, GemmError, HostError, HostTimeout) as e:
@@ -857,6 +892,9 @@ def _run_and_print(cfg, A, B, bias, epilogue, backend, simulator, waves, seed, i
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(report.to_json(), indent=2) + "\n")
         print(f"  json              {json_out}")
+    if timeline_out:
+        write_timeline(timeline_out, report.run.timeline)
+        print(f"  timeline          {timeline_out} ({len(report.run.timeline)} commands)")
     return 0 if report.ok else 1
 
 

@@ -164,6 +164,26 @@ def test_cli_random_gemm_with_json(tmp_path, capsys):
     assert j["total_cycles"] >= j["mesh_cycles"] > 0
 
 
+def test_cli_timeline(tmp_path, capsys):
+    out = tmp_path / "t.csv"
+    assert main(["gemm", "--preset", "default", "-M", "9", "-K", "17", "-N", "6",
+                 "--timeline", str(out)]) == 0
+    assert f"timeline          {out}" in capsys.readouterr().out
+    lines = out.read_text().splitlines()
+    assert lines[0] == "cycle,x,y,unit"
+    rows = [line.split(",") for line in lines[1:]]
+    cycles = [int(r[0]) for r in rows]
+    assert cycles == sorted(cycles)
+    # every tile ran a MATMUL and sent its C block (DMA); no epilogue, so no SIMD command
+    assert {(int(r[1]), int(r[2])) for r in rows if r[3] == "matmul"} == \
+        {(0, 0), (1, 0), (0, 1), (1, 1)}
+    assert {r[3] for r in rows} == {"dma", "matmul"}
+    # the RTL only records one on Icarus, whose simulation exposes the tiles' command ports
+    assert main(["gemm", "-M", "2", "-K", "2", "-N", "2", "--backend", "rtl",
+                 "--timeline", str(out)]) == 2
+    assert "--timeline needs" in _one_error_line(capsys)
+
+
 def test_cli_npy_operands(tmp_path, capsys):
     cfg = SMALL
     A, B, _ = random_operands(cfg, 6, 5, 4, seed=9)

@@ -194,6 +194,11 @@ class GemmRun:
         ``M * K * N`` and the mesh's processing elements.
     notify_times : dict
         Per tile, the host clock when its completion NOTIFY arrived.
+    timeline : list or None
+        With ``tilemesh gemm --timeline``: ``(cycle, (x, y), unit)`` each time a tile's DMA
+        engine, matrix unit or SIMD engine took a command from its queue (host clock), in
+        order; the model and the RTL record the same events, so the two can be compared
+        command by command.
     """
     C: np.ndarray
     t_begin: int
@@ -206,6 +211,7 @@ class GemmRun:
     useful_macs: int
     pes: int
     notify_times: dict = field(default_factory=dict)
+    timeline: list = None
 
     @property
     def cycles(self):

@@ -80,6 +80,9 @@ _UNIT_OF = {InstrOp.DMA_WRITE: "dma", InstrOp.DMA_READ: "dma", InstrOp.SIGNAL: "
             InstrOp.NOTIFY: "dma", InstrOp.MATMUL: "matrix", InstrOp.SIMD: "simd",
             InstrOp.SIMD_CFG: "simd"}
 _MASK20 = (1 << ADDR_BITS) - 1
+#: Unit names of :attr:`MeshModel.timeline` (those of the RTL's command ports).
+_TIMELINE_UNITS = {"dma": "dma", "matrix": "matmul", "simd": "simd"}
+
 _NEVER = 1 << 62     # a unit's accept_free while its command's end is not known yet
 
 
@@ -353,6 +356,7 @@ class MeshModel:
         self.notifications = deque()
         self.host_signals = []
         self.host_packets = None   # deque of (cycle, flits) once a ModelTransport is attached
+        self.timeline = None       # a list: (cycle, tile, unit) as units take commands
         self.now = 0           # host clock
         self.t = 0             # event clock
         self._events = []
@@ -1003,6 +1007,8 @@ class MeshModel:
     def _start(self, tl, unit, op, cmd, pc, t):
         u = tl.units[unit]
         u.inflight += 1
+        if self.timeline is not None:
+            self.timeline.append((t, tl.coord, _TIMELINE_UNITS[unit]))
         if unit == "dma":
             u.accept_free = _NEVER    # until the command's last packet has left
             self._dma(tl, op, cmd, pc, t)
