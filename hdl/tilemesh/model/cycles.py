@@ -250,21 +250,21 @@ class _Fifo:
 
 
 class _Entry:
-    """One packet in one :class:`_Fifo`: ``head`` is the cycle its head can request the next
-    link, ``out`` the cycle it got that link, ``gone`` the cycle its tail leaves the buffer
-    (both None until known)."""
+    """One packet in one :class:`_Fifo`, the ``i``-th of its path (it leaves it by the packet's
+    link ``i``): ``head`` is the cycle its head can request that link, ``out`` the cycle it got
+    it, ``gone`` the cycle its tail leaves the buffer (both None until known)."""
 
-    __slots__ = ("packet", "head", "out", "gone")
+    __slots__ = ("packet", "i", "head", "out", "gone")
 
-    def __init__(self, packet, head):
-        self.packet, self.head = packet, head
+    def __init__(self, packet, i, head):
+        self.packet, self.i, self.head = packet, i, head
         self.out = self.gone = None
 
 
 class _Link:
     """A link and the round-robin arbiter in front of it: ``requests`` maps the fifo whose front
-    packet wants the link to (cycle it may have it, packet); ``owner`` holds it until its tail
-    has passed (``release``: that cycle, once known)."""
+    packet wants the link to (cycle it may have it, that packet's :class:`_Entry`); ``owner``
+    holds it until its tail has passed (``release``: that cycle, once known)."""
 
     __slots__ = ("key", "requests", "owner", "release", "last")
 
@@ -390,35 +390,35 @@ class Network:
     def _enter(self, p, i, head, now):
         """``p``'s head is in fifo ``i`` (its tail may still be on the way)."""
         fifo = p.fifos[i]
-        e = p.entries[i] = _Entry(p, head)
+        e = p.entries[i] = _Entry(p, i, head)
         fifo.entries.append(e)
         if len(fifo.entries) == 1:
             self._request(fifo, e, head)
         self._try_release(fifo, now)
 
     def _request(self, fifo, e, t):
-        link = e.packet.links[e.packet.fifos.index(fifo)]
-        link.requests[fifo] = (t, e.packet)
+        link = e.packet.links[e.i]
+        link.requests[fifo] = (t, e)
         self.schedule(t, True, self._arbitrate, link, t)
 
     def _arbitrate(self, link, now):
         if link.owner is not None or not link.requests:
             return
         best = None
-        for fifo, (ready, p) in link.requests.items():
+        for fifo, (ready, e) in link.requests.items():
             if ready <= now:
                 turn = (fifo.id - link.last - 1) % len(self._fifos)
                 if best is None or turn < best[0]:
-                    best = (turn, fifo, p)
+                    best = (turn, fifo, e)
         if best is None:
             return   # the requests' own arbitration events come later
-        _, fifo, p = best
+        _, fifo, e = best
         del link.requests[fifo]
+        p, i = e.packet, e.i
         link.owner, link.last = p, fifo.id
-        i = p.fifos.index(fifo)
-        p.entries[i].out = now
+        e.out = now
         if i + 1 == len(p.links):
-            self._release_at(link, p, now + p.flits, now)   # the receive side never waits
+            self._release_at(p, i, now + p.flits, now)   # the receive side never waits
         else:
             tm = self.timing
             # the ingress checker stores the whole packet before it commits it; a router
@@ -435,10 +435,10 @@ class Network:
         link = fifo.feeder
         if link is None or link.owner is None or link.release is not None:
             return
-        p = link.owner
-        i = p.fifos.index(fifo)
-        if p.entries[i] is not fifo.entries[-1]:
+        p, mine = link.owner, fifo.entries[-1]
+        if mine.packet is not p:
             return
+        i = mine.i
         lo = max(now, p.entries[i - 1].out + (p.hold if i == 1 else p.flits))
 
         def queued(t):
@@ -456,8 +456,8 @@ class Network:
         cap = fifo.capacity
         if queued(lo) > cap:
             known = [e.gone for e in fifo.entries if e.gone is not None]
-            if p.entries[i].out is not None:
-                known.append(p.entries[i].out + p.flits)
+            if mine.out is not None:
+                known.append(mine.out + p.flits)
             hi = max(known, default=lo)
             if hi <= lo or queued(hi) > cap:
                 return
@@ -467,18 +467,18 @@ class Network:
                     hi = mid
                 else:
                     lo = mid + 1
-        self._release_at(link, p, lo, now)
+        self._release_at(p, i - 1, lo, now)
 
-    def _release_at(self, link, p, t, now):
-        link.release = t
-        i = p.links.index(link)
+    def _release_at(self, p, i, t, now):
+        """``p``'s tail passes its link ``i`` at ``t`` (leaving its fifo ``i``)."""
+        p.links[i].release = t
         p.entries[i].gone = t
-        self.schedule(t, False, self._release, link, p, t)
+        self.schedule(t, False, self._release, p, i, t)
         self._try_release(p.fifos[i], now)   # the packet entering the fifo it leaves
 
-    def _release(self, link, p, t):
+    def _release(self, p, i, t):
+        link = p.links[i]
         link.owner = link.release = None
-        i = p.links.index(link)
         fifo = p.fifos[i]
         fifo.entries.popleft()
         if fifo.entries:
