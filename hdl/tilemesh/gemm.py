@@ -396,6 +396,12 @@ def _run_model(cfg, plan, A, B, bias, progress, timeline=False):
     return run
 
 
+def timeline_recordable(backend, simulator):
+    """A timeline (:attr:`GemmRun.timeline`) comes from the model, or from the RTL on Icarus: a
+    Verilator build exposes only the mesh's ports, a board nothing."""
+    return backend == "model" or (backend == "rtl" and simulator == "icarus")
+
+
 def sort_timeline(events):
     """Timeline events in a canonical order: by cycle, then tile (row-major), then unit."""
     return sorted(events, key=lambda e: (e[0], e[1][1], e[1][0], e[2]))
@@ -695,7 +701,7 @@ def run_gemms(cfg, cases, *, backend="model", simulator="verilator", waves=False
     ``A``, ``B`` and optionally ``bias``, ``epilogue``. Returns a list of :class:`GemmReport`."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-    if timeline and (backend == "uart" or (backend == "rtl" and simulator != "icarus")):
+    if timeline and not timeline_recordable(backend, simulator):
         raise ValueError("a timeline needs the model or the RTL on Icarus (a Verilator build "
                          "exposes only the mesh's ports, a board nothing)")
     t0 = time.perf_counter()
@@ -853,8 +859,7 @@ def run(args):
     for name, v in (("--host-idle", args.host_idle), ("--host-stall", args.host_stall)):
         if not 0.0 <= v < 1.0:
             return _fail(f"{name} must be in [0, 1), not {v}")
-    if args.timeline and (args.backend == "uart"
-                          or (args.backend == "rtl" and args.sim != "icarus")):
+    if args.timeline and not timeline_recordable(args.backend, args.sim):
         return _fail("--timeline needs --backend model, or --backend rtl with --sim icarus")
     where = args.port if args.backend == "uart" else args.sim
     return _run_and_print(cfg, A, B, bias, epilogue, args.backend, where, args.waves,

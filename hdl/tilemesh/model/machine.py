@@ -1099,7 +1099,7 @@ class MeshModel:
         if epoch != tl.epoch:
             return   # reset while its last packet waited to leave: the command is gone
         tl.units["dma"].busy.add(t0, done)
-        self._at(done, self._unit_done, tl, "dma", tl.epoch, None, None)
+        self._at(done, self._unit_done, tl, "dma", epoch, None, None)
 
     def _packet_reads(self, tl, unit, first, n, t, job=None):
         """SRAM reads of one packet's ``n`` words from word ``first`` on (the DMA engine or the
