@@ -514,7 +514,9 @@ def test_utilisation_on_sram_array():
           f"{steps / busy:.1%} (SCALE-Sim per-fold model: {ideal} cycles = {steps / ideal:.1%})")
     steps4, busy4 = figures["four"]
     print(f"four back to back: {steps4} steps in {busy4} cycles = {steps4 / busy4:.1%}")
-    assert steps / busy >= 0.90
+    # Within 5 cycles of SCALE-Sim's 280: the array's fill and the C rows' block-RAM FIFO
+    # (one cycle) before the last row's writes.
+    assert busy <= ideal + 5
     assert steps4 / busy4 >= 0.96
 
 

@@ -18,10 +18,12 @@ def _run(dut, bench):
     sim.run()
 
 
-@pytest.mark.parametrize("depth", [1, 2, 3, 5])
-def test_fifo_matches_model(depth):
-    dut = Fifo(8, depth)
-    rnd = random.Random(f"{SEED}:{depth}")
+@pytest.mark.parametrize("depth, block_ram", [(1, False), (2, False), (3, False), (5, False),
+                                              (2, True), (4, True), (5, True)])
+def test_fifo_matches_model(depth, block_ram):
+    dut = Fifo(8, depth, block_ram=block_ram)
+    delay = 2 if block_ram else 1  # cycles from a write to the entry's first read
+    rnd = random.Random(f"{SEED}:{depth}:{block_ram}")
     stats = {"writes": 0, "reads": 0, "full_read": 0}
 
     async def bench(ctx):
@@ -39,10 +41,11 @@ def test_fifo_matches_model(depth):
             assert ctx.get(dut.level) == len(model), cycle
             # w.ready is registered: it reflects last cycle's state, never this cycle's read.
             assert ctx.get(dut.w.ready) == (len(model) < depth), cycle
-            assert ctx.get(dut.r.valid) == bool(model), cycle
-            if model:
-                assert ctx.get(dut.r.payload) == model[0], cycle
-            read = bool(model) and r_ready
+            visible = bool(model) and model[0][1] <= cycle - delay
+            assert ctx.get(dut.r.valid) == visible, cycle
+            if visible:
+                assert ctx.get(dut.r.payload) == model[0][0], cycle
+            read = visible and r_ready
             write = w_valid and len(model) < depth
             if read and len(model) == depth:
                 full_seen = True
@@ -50,7 +53,7 @@ def test_fifo_matches_model(depth):
                 model.popleft()
                 stats["reads"] += 1
             if write:
-                model.append(value)
+                model.append((value, cycle))
                 stats["writes"] += 1
             await ctx.tick()
         stats["full_read"] = full_seen
@@ -59,8 +62,12 @@ def test_fifo_matches_model(depth):
     assert stats["reads"] > 300 and stats["full_read"]
 
 
-def test_fifo_depth2_passes_one_word_per_cycle():
-    dut = Fifo(16, 2)
+@pytest.mark.parametrize("depth, block_ram", [(2, False), (3, True)])
+def test_fifo_passes_one_word_per_cycle(depth, block_ram):
+    # Full throughput needs as many entries as cycles from a write to the read that frees its
+    # place, plus one (w.ready is a register): 2, and 3 with block RAM.
+    dut = Fifo(16, depth, block_ram=block_ram)
+    delay = 2 if block_ram else 1
 
     async def bench(ctx):
         ctx.set(dut.r.ready, 1)
@@ -72,7 +79,8 @@ def test_fifo_depth2_passes_one_word_per_cycle():
             if ctx.get(dut.r.valid):
                 got.append(ctx.get(dut.r.payload))
             await ctx.tick()
-        assert got == list(range(99))  # one cycle of latency, then a word every cycle
+        # delay cycles of latency, then a word every cycle
+        assert got == list(range(100 - delay))
 
     _run(dut, bench)
 
@@ -81,6 +89,11 @@ def test_fifo_depth2_passes_one_word_per_cycle():
 def test_fifo_rejects_bad_depth(depth):
     with pytest.raises(ValueError, match=r"FIFO depth must be an integer of at least 1, not "):
         Fifo(8, depth)
+
+
+def test_block_ram_fifo_rejects_depth_1():
+    with pytest.raises(ValueError, match=r"FIFO depth must be an integer of at least 2, not 1"):
+        Fifo(8, 1, block_ram=True)
 
 
 def test_commit_fifo_rejects_bad_depth():

@@ -78,7 +78,8 @@ class Timing:
     matmul_start_cycles : int
         Cycles from the matrix engine taking a command to its first step entering the array.
     matmul_write_cycles : int
-        Cycles from the last C word leaving the array to it being in SRAM.
+        Cycles from the last C word leaving the array to it being in SRAM (the C-row FIFO is
+        block RAM: its read is registered).
     simd_start_cycles : int
         Cycles from the SIMD engine taking a command to its first operand read.
     simd_next_cycles : int
@@ -108,7 +109,7 @@ class Timing:
     dma_packet_gap: int = 0
     read_resp_cycles: int = 3
     matmul_start_cycles: int = 3
-    matmul_write_cycles: int = 1
+    matmul_write_cycles: int = 2
     simd_start_cycles: int = 4
     simd_next_cycles: int = 0
     simd_latency: int = 7

@@ -5,7 +5,8 @@ RAM) touches this file only:
 
 * :class:`Fifo` -- the router's per-input buffer: first-word fall-through, one write and one read
   per cycle, full throughput at depth 2, and a ``w.ready`` that comes straight from a flip-flop so
-  that a link's ready wire never carries logic from the receiving tile.
+  that a link's ready wire never carries logic from the receiving tile. With ``block_ram=True``
+  its entries live in block RAM (wide buffers: an ECP5 LUT-RAM primitive holds 4 bits).
 * :class:`CommitFifo` -- the ingress checker's buffer: written entries stay invisible to the
   reader until the writer *commits* them, and can be *rolled back* (discarded) before that. It
   keeps its storage in a memory with a synchronous read port, so it maps to block RAM.
@@ -39,7 +40,8 @@ def _succ(ptr, depth):
 class Fifo(wiring.Component):
     """Synchronous first-word-fall-through FIFO.
 
-    A word written in cycle ``t`` can be read in cycle ``t + 1``. A read and a write may happen
+    A word written in cycle ``t`` can be read in cycle ``t + 1`` (``t + 2`` with ``block_ram``).
+    A read and a write may happen
     in the same cycle, also when the FIFO is full (the read frees the place the write takes in
     the next cycle, so ``w.ready`` stays low for that cycle: it is registered). With ``depth=2``
     and a reader that is always ready the FIFO passes one word per cycle.
@@ -49,7 +51,14 @@ class Fifo(wiring.Component):
     shape : ShapeLike
         Shape of one entry (for example ``flit_layout(cfg)``).
     depth : int
-        Number of entries, at least 1.
+        Number of entries, at least 1 (at least 2 with ``block_ram``).
+    block_ram : bool
+        Keep the entries in a memory with a synchronous, non-transparent read port, which
+        synthesis maps to block RAM (``ram_style = "block"``): for wide FIFOs, where LUT RAM or
+        flip-flops cost a logic site per bit or two and block RAM is left over. The port reads
+        the next head one cycle ahead, so the FIFO still falls through, one cycle later: an
+        entry becomes readable two cycles after its write, and one word per cycle passes from
+        depth 3 on (depth 2 without).
 
     Members
     -------
@@ -68,10 +77,11 @@ class Fifo(wiring.Component):
         If ``depth`` is not an integer of at least 1.
     """
 
-    def __init__(self, shape, depth):
-        _check_depth(self, "FIFO", depth, 1)
+    def __init__(self, shape, depth, *, block_ram=False):
+        _check_depth(self, "FIFO", depth, 2 if block_ram else 1)
         self._shape = shape
         self._depth = depth
+        self._block_ram = bool(block_ram)
         Shape.cast(shape)
         super().__init__({
             "w": In(stream.Signature(shape)),
@@ -86,6 +96,10 @@ class Fifo(wiring.Component):
     @property
     def shape(self):
         return self._shape
+
+    @property
+    def block_ram(self):
+        return self._block_ram
 
     def elaborate(self, platform):
         m = Module()
@@ -104,7 +118,39 @@ class Fifo(wiring.Component):
             do_write.eq(self.w.valid & self.w.ready),
             do_read.eq(self.r.valid & self.r.ready),
         ]
-        if depth == 1:
+        # Entries the reader may see. Without block RAM every entry held; with it, the ones
+        # written two cycles ago or earlier (``wrote``: a write in the last cycle, not yet seen).
+        seen = do_write
+        if self._block_ram:
+            wrote = Signal()
+            m.d.sync += wrote.eq(do_write)
+            seen = wrote
+            # A read and a write of one address in the same cycle happen only when the FIFO
+            # runs empty and the slot read is the one being written: that word is not visible
+            # yet and is read again in the next cycle. So the read may return anything then
+            # (Yosys ``no_rw_check``), and synthesis adds no collision logic (+2 x width FFs).
+            m.submodules.storage = storage = memory.Memory(
+                shape=self._shape, depth=depth, init=[],
+                attrs={"ram_style": "block", "no_rw_check": 1})
+            wport = storage.write_port()
+            rport = storage.read_port()
+            wp = Signal(range(depth), name="wp")
+            rp = Signal(range(depth), name="rp")
+            rp_next = Signal.like(rp)
+            m.d.comb += [
+                wport.addr.eq(wp),
+                wport.data.eq(self.w.payload),
+                wport.en.eq(do_write),
+                # Read ahead: the port's output in the next cycle is the entry at the next head.
+                # An entry visible then was written at least one cycle before this read.
+                rp_next.eq(Mux(do_read, _succ(rp, depth), rp)),
+                rport.addr.eq(rp_next),
+                self.r.payload.eq(rport.data),
+            ]
+            with m.If(do_write):
+                m.d.sync += wp.eq(_succ(wp, depth))
+            m.d.sync += rp.eq(rp_next)
+        elif depth == 1:
             # One register: a one-entry memory would have a zero-bit address (a [-1:0] range in
             # the Verilog).
             entry = Signal(self._shape, name="entry")
@@ -137,17 +183,20 @@ class Fifo(wiring.Component):
         # The read decision arrives late in the cycle (after the router's arbitration): both
         # outcomes are computed from the registers alone and it only selects between them.
         with m.If(do_write & ~do_read):
-            m.d.sync += [
-                level.eq(level + 1),
-                not_full.eq(level != depth - 1),
-                not_empty.eq(1),
-            ]
+            m.d.sync += [level.eq(level + 1), not_full.eq(level != depth - 1)]
         with m.Elif(do_read & ~do_write):
-            m.d.sync += [
-                level.eq(level - 1),
-                not_full.eq(1),
-                not_empty.eq(level != 1),
-            ]
+            m.d.sync += [level.eq(level - 1), not_full.eq(1)]
+        if self._block_ram:
+            visible = Signal(range(depth + 1))
+            with m.If(seen & ~do_read):
+                m.d.sync += [visible.eq(visible + 1), not_empty.eq(1)]
+            with m.Elif(do_read & ~seen):
+                m.d.sync += [visible.eq(visible - 1), not_empty.eq(visible != 1)]
+        else:
+            with m.If(seen & ~do_read):
+                m.d.sync += not_empty.eq(1)
+            with m.Elif(do_read & ~seen):
+                m.d.sync += not_empty.eq(level != 1)
         return m
 
 

@@ -269,13 +269,12 @@ class WriteHull:
         permissive (at worst the side waits a cycle longer when the hull has just emptied).
         """
         blocked = Signal(name=f"{name}_blocked")
-        merged = self.merge & (loaded + (n_words - 1) >= self.merge_lo) & (loaded < self.merge_hi)
-        with m.If(load):
-            m.d.sync += blocked.eq(self.covers_range(loaded, n_words) | merged)
-        with m.Elif(advance):
-            m.d.sync += blocked.eq(self.covers_range(following, n_words))
-        with m.Else():
-            m.d.sync += blocked.eq(self.covers_range(hold, n_words))
+        # The address of next cycle first, then one set of comparators (not one per case).
+        ahead = Signal(ADDR_BITS, name=f"{name}_ahead")
+        m.d.comb += ahead.eq(Mux(load, loaded, Mux(advance, following, hold)))
+        merged = (load & self.merge & (ahead + (n_words - 1) >= self.merge_lo)
+                  & (ahead < self.merge_hi))
+        m.d.sync += blocked.eq(self.covers_range(ahead, n_words) | merged)
         return blocked
 
 
@@ -384,8 +383,11 @@ class MatmulEngine(wiring.Component):
         core.submodules.a_steps = a_steps = Fifo(unsigned(ADDR_BITS), 2)
         core.submodules.b_steps = b_steps = Fifo(unsigned(ADDR_BITS), 2)
         core.submodules.c_jobs = c_jobs = Fifo(_c_job_layout(), self._c_job_queue)
-        core.submodules.c_rows = c_rows = Fifo(unsigned(C * accb), max(2, R))
-        core.submodules.old_rows = old_rows = Fifo(unsigned(cw * W), P)
+        # A C row is C x acc_bits wide (128 bits on `default`): in LUT RAM or flip-flops these
+        # two cost ~600 logic sites per tile on an ECP5; block RAM has room. The writer spends
+        # c_words cycles per row, so a row's extra cycle of latency costs no throughput.
+        core.submodules.c_rows = c_rows = Fifo(unsigned(C * accb), max(2, R), block_ram=True)
+        core.submodules.old_rows = old_rows = Fifo(unsigned(cw * W), P, block_ram=True)
         core.submodules.matrix = mu = MatrixUnit.from_config(t)
 
         hull = WriteHull(core, max_jobs, "hull")
