@@ -444,6 +444,16 @@ def _err_programs(cfg):
     add("matmul-c-unchecked-without-last", f"matmul a=0 b=0x40 c={sw - 1} c_stride=3 k=2 "
         f"last=0\nmatmul a=0 b=0x40 c=0x80 c_stride={cfg.tile.pe_cols * 8} k=1 first=0\n"
         f"halt", ErrorCode.NONE, 0)
+    # The check keeps the end's low bits only (a few above sw's): a product whose true value
+    # is past them must not wrap back into range, whether the stride is already too large or
+    # only gets there by being doubled.
+    wrap = 1 << sw.bit_length()
+    add("dma-stride-past-check-bits", f"dma.write tile=(0,0) local=0 remote=0 rows=2 cols=1 "
+        f"local_stride={2 * wrap}", ErrorCode.SRAM_RANGE, 0)
+    add("dma-doubled-stride-past-check-bits", f"dma.write tile=(0,0) local=0 remote=0 rows=3 "
+        f"cols=1 local_stride={wrap}", ErrorCode.SRAM_RANGE, 0)
+    add("dma-large-stride-in-range", f"dma.write tile=(0,0) local=0 remote=0 rows=2 cols=1 "
+        f"local_stride={sw - 1}\nhalt", ErrorCode.NONE, 0)
     add("simd-y-range", f"simd.add x=0 y={sw - 1} d=0x10 count=2", ErrorCode.SRAM_RANGE, 0)
     add("simd-y-none-unchecked", f"simd.relu x=0 y={sw - 1} d=0x10 count=2 ymode=none\nhalt",
         ErrorCode.NONE, 0)

@@ -213,9 +213,18 @@ class Controller(wiring.Component):
         ]
 
         # -- instruction memory -----------------------------------------------------------------
-        m.submodules.imem = imem = Memory(shape=unsigned(n * w), depth=depth, init=[])
+        # Written only while no program runs, never in the cycle of a START (one NI packet at a
+        # time), so a read never meets a write of its address (``no_rw_check``: synthesis adds
+        # no collision logic on the read path).
+        m.submodules.imem = imem = Memory(shape=unsigned(n * w), depth=depth, init=[],
+                                          attrs={"no_rw_check": 1})
         wport = imem.write_port(granularity=w)
-        rport = imem.read_port(transparent_for=(wport,))
+        # Two read ports (each gets its copy of the block RAM): the instruction at pc, and the
+        # one that follows it if it issues (pc + 1 or a loop's start). Both addresses come from
+        # registers, so the issue decision never reaches an IMEM address; it only selects, a
+        # cycle later, which port holds the instruction then at pc.
+        hold_port = imem.read_port()
+        next_port = imem.read_port()
         writable = Signal()
         m.d.comb += writable.eq((state == TileState.IDLE) | (state == TileState.HALTED)
                                 | (state == TileState.ERROR))
@@ -234,10 +243,17 @@ class Controller(wiring.Component):
 
         pc = Signal(pc_bits)
         pc_next = Signal(pc_bits)
+        pc_seq = Signal(pc_bits)   # where pc goes if its instruction issues (set with the loops)
+        issued = Signal()          # the last cycle's instruction issued: pc's is at next_port
+        fetched = Signal(n * w)
         m.d.comb += pc_next.eq(pc)
         m.d.sync += pc.eq(pc_next)
-        m.d.comb += [rport.addr.eq(pc_next[:iaddr_bits]), rport.en.eq(1)]
-        instr = InstrWord(rport.data[:INSTR_BITS])
+        m.d.comb += [
+            hold_port.addr.eq(Mux(start_cmd, ctl.pc, pc)[:iaddr_bits]),
+            next_port.addr.eq(pc_seq[:iaddr_bits]),
+            fetched.eq(Mux(issued, next_port.data, hold_port.data)),
+        ]
+        instr = InstrWord(fetched[:INSTR_BITS])
         op = instr.op
         args = instr.args
         op_raw = instr.as_value()[:4]
@@ -285,16 +301,15 @@ class Controller(wiring.Component):
         needs_range = Signal()  # instructions whose SRAM blocks are range-checked
         m.d.comb += needs_range.eq(is_dma | (op == InstrOp.MATMUL) | (op == InstrOp.SIMD))
 
-        def resolved(offset, reg):
-            total = Signal(ADDR_BITS + 1)
-            m.d.comb += total.eq(offset + ar_at[reg])
-            return total
-
         # Per lane: block start (address register added), the product's factors and the addend:
         # the block covers [start, start + mul_a * mul_b + add); it must end at sram_words.
         mw = matmul_operand_words(cfg)
         vw = {f: simd_vector_words(cfg, f) for f in ElemFormat}
         ext_bits = ADDR_BITS + 1
+        # The block's offset and address register are chosen per lane first, then added: one
+        # adder and one register multiplexer per lane, not one per operand of every opcode.
+        lane_off = [Signal(ADDR_BITS, name=f"lane{i}_off") for i in range(_LANES)]
+        lane_reg = [Signal(range(ADDR_REGS), name=f"lane{i}_reg") for i in range(_LANES)]
         lane_start = [Signal(ADDR_BITS + 1, name=f"lane{i}_start") for i in range(_LANES)]
         lane_a = [Signal(_MUL_BITS, name=f"lane{i}_a") for i in range(_LANES)]
         lane_b = [Signal(ADDR_BITS, name=f"lane{i}_b") for i in range(_LANES)]
@@ -311,7 +326,7 @@ class Controller(wiring.Component):
             with m.Case(InstrOp.DMA_WRITE, InstrOp.DMA_READ):
                 for i, side in enumerate(("local", "remote")):
                     m.d.comb += [
-                        lane_start[i].eq(resolved(dma[side], dma[f"{side}_ar"])),
+                        lane_off[i].eq(dma[side]), lane_reg[i].eq(dma[f"{side}_ar"]),
                         lane_a[i].eq(dma.rows - 1),
                         lane_b[i].eq(dma[f"{side}_stride"]),
                         lane_add[i].eq(dma.cols),
@@ -319,15 +334,15 @@ class Controller(wiring.Component):
                     ]
             with m.Case(InstrOp.MATMUL):
                 m.d.comb += [
-                    lane_start[0].eq(resolved(mm.a, mm.a_ar)),
+                    lane_off[0].eq(mm.a), lane_reg[0].eq(mm.a_ar),
                     lane_a[0].eq(mm.m_folds),
                     lane_b[0].eq(_mul_const(mm.k, mw["a"])),
                     lane_on[0].eq(1),
-                    lane_start[1].eq(resolved(mm.b, mm.b_ar)),
+                    lane_off[1].eq(mm.b), lane_reg[1].eq(mm.b_ar),
                     lane_a[1].eq(mm.n_folds),
                     lane_b[1].eq(_mul_const(mm.k, mw["b"])),
                     lane_on[1].eq(1),
-                    lane_start[2].eq(resolved(mm.c, mm.c_ar)),
+                    lane_off[2].eq(mm.c), lane_reg[2].eq(mm.c_ar),
                     lane_a[2].eq(_mul_const(mm.m_folds, t.pe_rows) - 1),
                     lane_b[2].eq(mm.c_stride),
                     lane_add[2].eq(_mul_const(mm.n_folds, mw["c"])),
@@ -345,45 +360,60 @@ class Controller(wiring.Component):
                     with m.Case(YMode.SCALAR):
                         m.d.comb += y_words.eq(scalar_words)
                 m.d.comb += [
-                    lane_start[0].eq(resolved(simd.x, simd.x_ar)),
+                    lane_off[0].eq(simd.x), lane_reg[0].eq(simd.x_ar),
                     lane_add[0].eq(fmt_words(simd.xfmt, simd.count)),
                     lane_on[0].eq(1),
-                    lane_start[1].eq(resolved(simd.y, simd.y_ar)),
+                    lane_off[1].eq(simd.y), lane_reg[1].eq(simd.y_ar),
                     lane_add[1].eq(y_words),
                     lane_on[1].eq(simd.ymode != YMode.NONE),
-                    lane_start[2].eq(resolved(simd.d, simd.d_ar)),
+                    lane_off[2].eq(simd.d), lane_reg[2].eq(simd.d_ar),
                     lane_add[2].eq(fmt_words(simd.dfmt, simd.count)),
                     lane_on[2].eq(1),
                 ]
 
-        # The shift-and-add range check: load, then one factor bit per cycle.
-        acc_bits = ADDR_BITS + 2 + _MUL_BITS + ADDR_BITS
+        for i in range(_LANES):
+            m.d.comb += lane_start[i].eq(lane_off[i] + ar_at[lane_reg[i]])
+
+        # The shift-and-add range check: load, then one factor bit per cycle. The end and the
+        # shifted factor keep only the bits that can still be in range (``end_bits``, more than
+        # sram_words needs); anything above sets a sticky ``big`` flag, which is out of range.
+        end_bits = bits_for(t.sram_words) + 1
         chk_loaded = Signal()
-        chk_end = [Signal(acc_bits, name=f"chk{i}_end") for i in range(_LANES)]
+        chk_end = [Signal(end_bits, name=f"chk{i}_end") for i in range(_LANES)]
+        chk_big = [Signal(name=f"chk{i}_big") for i in range(_LANES)]
         chk_a = [Signal(_MUL_BITS, name=f"chk{i}_a") for i in range(_LANES)]
-        chk_b = [Signal(_MUL_BITS + ADDR_BITS, name=f"chk{i}_b") for i in range(_LANES)]
+        chk_b = [Signal(end_bits, name=f"chk{i}_b") for i in range(_LANES)]
+        chk_b_big = [Signal(name=f"chk{i}_b_big") for i in range(_LANES)]
         chk_on = [Signal(name=f"chk{i}_on") for i in range(_LANES)]
         chk_start = [Signal(ADDR_BITS, name=f"chk{i}_start") for i in range(_LANES)]
         chk_done = Signal()
         m.d.comb += chk_done.eq(chk_loaded & (Cat(*chk_a) == 0))
         range_bad = Signal()
-        m.d.comb += range_bad.eq(Cat(*[chk_on[i] & (chk_end[i] > t.sram_words)
+        m.d.comb += range_bad.eq(Cat(*[chk_on[i] & (chk_big[i] | (chk_end[i] > t.sram_words))
                                        for i in range(_LANES)]).any())
         with m.If(active & needs_range & ~chk_loaded):
             m.d.sync += chk_loaded.eq(1)
             for i in range(_LANES):
+                first_end = Signal(ext_bits + 1, name=f"lane{i}_end")
+                m.d.comb += first_end.eq(lane_start[i] + lane_add[i])
                 m.d.sync += [
-                    chk_end[i].eq(lane_start[i] + lane_add[i]),
+                    chk_end[i].eq(first_end[:end_bits]),
+                    chk_big[i].eq(first_end[end_bits:].any()),
                     chk_a[i].eq(lane_a[i]),
-                    chk_b[i].eq(lane_b[i]),
+                    chk_b[i].eq(lane_b[i][:end_bits]),
+                    chk_b_big[i].eq(lane_b[i][end_bits:].any()),
                     chk_on[i].eq(lane_on[i]),
                     chk_start[i].eq(lane_start[i]),
                 ]
         with m.Elif(chk_loaded):
             for i in range(_LANES):
                 with m.If(chk_a[i][0]):
-                    m.d.sync += chk_end[i].eq(chk_end[i] + chk_b[i])
-                m.d.sync += [chk_a[i].eq(chk_a[i] >> 1), chk_b[i].eq(chk_b[i] << 1)]
+                    total = Signal(end_bits + 1, name=f"chk{i}_sum")
+                    m.d.comb += total.eq(chk_end[i] + chk_b[i])
+                    m.d.sync += [chk_end[i].eq(total[:end_bits]),
+                                 chk_big[i].eq(chk_big[i] | chk_b_big[i] | total[end_bits])]
+                m.d.sync += [chk_a[i].eq(chk_a[i] >> 1), chk_b[i].eq(chk_b[i] << 1),
+                             chk_b_big[i].eq(chk_b_big[i] | chk_b[i][-1])]
 
         # -- issue decision ---------------------------------------------------------------------
         decide = Signal()     # the instruction at pc is judged this cycle
@@ -543,9 +573,13 @@ class Controller(wiring.Component):
             m.d.comb += nxt.eq(going & ((loop_depth <= lvl) | (at_end & (loop_left[lvl] == 0))))
             going = nxt
 
+        m.d.comb += pc_seq.eq(Mux(jump, target, pc + 1))
+        m.d.sync += issued.eq(advance & ~reset_cmd)
+
         with m.If(advance):
             with m.If(loop_push):
-                m.d.comb += pc_next.eq(pc + 1)
+                # (pc_seq is pc + 1 here: a LOOP at the end of the enclosing loop is LOOP_NEST)
+                m.d.comb += pc_next.eq(pc_seq)
                 m.d.sync += loop_depth.eq(loop_depth + 1)
                 for lvl in range(LOOP_DEPTH):
                     with m.If(loop_depth == lvl):
@@ -553,7 +587,7 @@ class Controller(wiring.Component):
                                      loop_end[lvl].eq(loop_body_end),
                                      loop_left[lvl].eq(args.loop.count - 1)]
             with m.Else():
-                m.d.comb += pc_next.eq(Mux(jump, target, pc + 1))
+                m.d.comb += pc_next.eq(pc_seq)
                 m.d.sync += loop_depth.eq(new_depth)
             with m.If(op == InstrOp.AR):
                 for i in range(1, ADDR_REGS):
@@ -589,7 +623,7 @@ class Controller(wiring.Component):
         with m.If(err != ErrorCode.NONE):
             m.d.comb += [raise_err.eq(1), err_code.eq(err),
                          err_value.eq(Mux(err == ErrorCode.PC_RANGE, 0,
-                                          rport.data[:32]))]
+                                          fetched[:32]))]
         with m.Elif(overflow & (error.code == ErrorCode.NONE)):
             m.d.comb += [raise_err.eq(1), err_code.eq(ErrorCode.SEM_OVERFLOW),
                          err_value.eq(self.sem_overflow.payload.sem)]
