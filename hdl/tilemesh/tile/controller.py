@@ -11,8 +11,11 @@
    sem_value ───►│ control instructions       │───► sem_dec (WAIT)
                  └────────────────────────────┘───► error_notify (NOTIFY kind ERROR)
 
-**Issue.** The instruction at ``pc`` is read from the IMEM's synchronous port (addressed with the
-next pc, so a new instruction is there every cycle). Control instructions (NOP, WAIT, FENCE, LOOP,
+**Issue.** The instruction at ``pc`` is there every cycle: the IMEM has two synchronous read
+ports, one reading ``pc`` and one the instruction that follows if it issues (``pc + 1``, or the
+start of a loop whose end is ``pc``), both addressed from registers; whether the instruction issued
+selects, in the next cycle, the port that holds the new ``pc``'s instruction (so the issue decision
+never reaches an IMEM address). Control instructions (NOP, WAIT, FENCE, LOOP,
 AR, HALT) and SIGNAL / NOTIFY / SIMD_CFG are decided in the cycle they appear: at most one
 instruction per cycle. DMA_WRITE, DMA_READ, MATMUL and SIMD first have their SRAM blocks
 range-checked: the extents ``(rows - 1) * stride + cols`` and friends are products, computed by a
