@@ -56,7 +56,8 @@ class Timing:
     ----------
     issue_cycles : int
         Cycles the controller spends on a control instruction or on queueing SIGNAL / NOTIFY /
-        SIMD_CFG (one instruction per cycle).
+        SIMD_CFG, and from a START to the first decision: the decode cycle (into the instruction
+        register) and the issue cycle.
     check_base_cycles : int
         Fixed part of issuing DMA / MATMUL / SIMD (load and decision of the range check); the
         shift-and-add adds one cycle per bit of the smaller factor (:func:`check_cycles`).
@@ -99,7 +100,7 @@ class Timing:
         host port) to its header leaving towards the router: the checker stores the whole
         packet before it commits it (tilemesh.noc.ingress).
     """
-    issue_cycles: int = 1
+    issue_cycles: int = 2
     check_base_cycles: int = 2
     wake_cycles: int = 1
     router_cycles: int = 2

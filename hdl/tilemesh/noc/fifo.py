@@ -18,13 +18,31 @@ from amaranth.lib.wiring import In, Out
 
 from . import _refuse
 
-__all__ = ["Fifo", "CommitFifo"]
+__all__ = ["Fifo", "CommitFifo", "unchecked_sync_read"]
 
 #: FIFOs this deep or shallower keep their entries in flip-flops: an ECP5 LUT-RAM primitive
 #: (DPR16X4: 16 entries x 4 bits) costs about as many logic sites as 8 flip-flop bits with
 #: their read multiplexer, so a 2-entry FIFO wastes most of it (default tile on the ECP5-85F:
 #: 433 -> 247 DPR16X4, +634 LUT4, 502 fewer logic sites after place and route).
 FLIP_FLOP_DEPTH = 2
+
+
+def unchecked_sync_read(m, memory, addr, *, name):
+    """A synchronous read of ``memory`` at ``addr`` for a memory whose reads never need a word
+    written in the same cycle (the memory carries the Yosys attribute ``no_rw_check``): the
+    value at ``addr`` before this cycle's write, one cycle later.
+
+    Built as an asynchronous port and a register rather than a synchronous port: Yosys applies
+    ``no_rw_check`` (no collision logic: 2 x width flip-flops and a multiplexer otherwise) when it
+    merges that register into the port, which happens whether the design reaches it as Verilog
+    (``tilemesh synth``) or as RTLIL (board builds); a port already synchronous in RTLIL keeps the
+    read-first rule and its emulation.
+    """
+    port = memory.read_port(domain="comb")
+    data = Signal(port.data.shape(), name=name)
+    m.d.comb += port.addr.eq(addr)
+    m.d.sync += data.eq(port.data)
+    return data
 
 
 def _check_depth(component, kind, depth, lo):
@@ -133,7 +151,6 @@ class Fifo(wiring.Component):
                 shape=self._shape, depth=depth, init=[],
                 attrs={"ram_style": "block", "no_rw_check": 1})
             wport = storage.write_port()
-            rport = storage.read_port()
             wp = Signal(range(depth), name="wp")
             rp = Signal(range(depth), name="rp")
             rp_next = Signal.like(rp)
@@ -144,8 +161,7 @@ class Fifo(wiring.Component):
                 # Read ahead: the port's output in the next cycle is the entry at the next head.
                 # An entry visible then was written at least one cycle before this read.
                 rp_next.eq(Mux(do_read, _succ(rp, depth), rp)),
-                rport.addr.eq(rp_next),
-                self.r.payload.eq(rport.data),
+                self.r.payload.eq(unchecked_sync_read(m, storage, rp_next, name="head")),
             ]
             with m.If(do_write):
                 m.d.sync += wp.eq(_succ(wp, depth))

@@ -11,13 +11,14 @@
    sem_value ───►│ control instructions       │───► sem_dec (WAIT)
                  └────────────────────────────┘───► error_notify (NOTIFY kind ERROR)
 
-**Issue.** The instruction at ``pc`` is there every cycle: the IMEM has two synchronous read
-ports, one reading ``pc`` and one the instruction that follows if it issues (``pc + 1``, or the
-start of a loop whose end is ``pc``), both addressed from registers; whether the instruction issued
-selects, in the next cycle, the port that holds the new ``pc``'s instruction (so the issue decision
-never reaches an IMEM address). Control instructions (NOP, WAIT, FENCE, LOOP,
-AR, HALT) and SIGNAL / NOTIFY / SIMD_CFG are decided in the cycle they appear: at most one
-instruction per cycle. DMA_WRITE, DMA_READ, MATMUL and SIMD first have their SRAM blocks
+**Issue.** Two stages. The IMEM's synchronous read port is addressed from registers only: in the
+cycle an instruction issues it reads the one that follows (``pc + 1``, or the start of a loop whose
+end is ``pc``). In the next cycle that instruction is decoded into the instruction register: its
+static checks (opcode, operands, mesh bounds, MATMUL chain, loop nest) and the range check's
+operands are registered with it. The issue decision works on those registers, so neither the IMEM
+output nor its address is on the decision's path; an instruction takes at least two cycles. Control instructions (NOP, WAIT, FENCE, LOOP,
+AR, HALT) and SIGNAL / NOTIFY / SIMD_CFG are decided in the cycle after they are decoded: one
+instruction every two cycles. DMA_WRITE, DMA_READ, MATMUL and SIMD first have their SRAM blocks
 range-checked: the extents ``(rows - 1) * stride + cols`` and friends are products, computed by a
 shift-and-add loop over the smaller factor (a load cycle, one cycle per bit of that factor, the
 decision: 2 cycles for a one-row DMA, 4 for a default-preset MATMUL, whose C block has
@@ -72,7 +73,7 @@ from ..layouts import (
     packed_words,
     simd_vector_words,
 )
-from ..noc.fifo import Fifo
+from ..noc.fifo import Fifo, unchecked_sync_read
 from .dma import dma_command_layout
 from .ports import (
     COUNTER_NAMES,
@@ -222,12 +223,6 @@ class Controller(wiring.Component):
         m.submodules.imem = imem = Memory(shape=unsigned(n * w), depth=depth, init=[],
                                           attrs={"no_rw_check": 1})
         wport = imem.write_port(granularity=w)
-        # Two read ports (each gets its copy of the block RAM): the instruction at pc, and the
-        # one that follows it if it issues (pc + 1 or a loop's start). Both addresses come from
-        # registers, so the issue decision never reaches an IMEM address; it only selects, a
-        # cycle later, which port holds the instruction then at pc.
-        hold_port = imem.read_port()
-        next_port = imem.read_port()
         writable = Signal()
         m.d.comb += writable.eq((state == TileState.IDLE) | (state == TileState.HALTED)
                                 | (state == TileState.ERROR))
@@ -247,19 +242,20 @@ class Controller(wiring.Component):
         pc = Signal(pc_bits)
         pc_next = Signal(pc_bits)
         pc_seq = Signal(pc_bits)   # where pc goes if its instruction issues (set with the loops)
-        issued = Signal()          # the last cycle's instruction issued: pc's is at next_port
-        fetched = Signal(n * w)
+        decoding = Signal()        # the IMEM output is the instruction at pc
+        ir_valid = Signal()        # the instruction register holds the instruction at pc
         m.d.comb += pc_next.eq(pc)
         m.d.sync += pc.eq(pc_next)
-        m.d.comb += [
-            hold_port.addr.eq(Mux(start_cmd, ctl.pc, pc)[:iaddr_bits]),
-            next_port.addr.eq(pc_seq[:iaddr_bits]),
-            fetched.eq(Mux(issued, next_port.data, hold_port.data)),
-        ]
-        instr = InstrWord(fetched[:INSTR_BITS])
-        op = instr.op
-        args = instr.args
-        op_raw = instr.as_value()[:4]
+        # Decode stage: the IMEM output (``f_``: fetched). Issue stage: the instruction register.
+        imem_out = unchecked_sync_read(m, imem, Mux(start_cmd, ctl.pc, pc_seq)[:iaddr_bits],
+                                       name="imem_out")
+        fetched = InstrWord(imem_out[:INSTR_BITS])
+        f_op, f_args = fetched.op, fetched.args
+        ir = Signal(InstrWord)
+        with m.If(decoding):
+            m.d.sync += ir.eq(fetched)
+        op = ir.op
+        args = ir.args
 
         # -- registers ------------------------------------------------------------------------
         ar = [Const(0, ADDR_BITS)] + [Signal(ADDR_BITS, name=f"ar{i}")
@@ -298,11 +294,13 @@ class Controller(wiring.Component):
         m.d.comb += all_idle.eq(~busy["dma"] & ~busy["matmul"] & ~busy["simd"])
 
         # -- operand decode ---------------------------------------------------------------------
-        dma, mm, simd = args.dma, args.matmul, args.simd
-        is_dma = Signal()
-        m.d.comb += is_dma.eq((op == InstrOp.DMA_WRITE) | (op == InstrOp.DMA_READ))
-        needs_range = Signal()  # instructions whose SRAM blocks are range-checked
-        m.d.comb += needs_range.eq(is_dma | (op == InstrOp.MATMUL) | (op == InstrOp.SIMD))
+        dma, mm, simd = f_args.dma, f_args.matmul, f_args.simd
+        f_needs_range = Signal()  # instructions whose SRAM blocks are range-checked
+        m.d.comb += f_needs_range.eq((f_op == InstrOp.DMA_WRITE) | (f_op == InstrOp.DMA_READ)
+                                     | (f_op == InstrOp.MATMUL) | (f_op == InstrOp.SIMD))
+        needs_range = Signal()    # ... the one in the instruction register
+        with m.If(decoding):
+            m.d.sync += needs_range.eq(f_needs_range)
 
         # Per lane: block start (address register added), the product's factors and the addend:
         # the block covers [start, start + mul_a * mul_b + add); it must end at sram_words.
@@ -325,7 +323,7 @@ class Controller(wiring.Component):
             return Mux(fmt == ElemFormat.DATA, word_counts[ElemFormat.DATA],
                        word_counts[ElemFormat.ACC])
 
-        with m.Switch(op):
+        with m.Switch(f_op):
             with m.Case(InstrOp.DMA_WRITE, InstrOp.DMA_READ):
                 for i, side in enumerate(("local", "remote")):
                     m.d.comb += [
@@ -394,7 +392,7 @@ class Controller(wiring.Component):
         range_bad = Signal()
         m.d.comb += range_bad.eq(Cat(*[chk_on[i] & (chk_big[i] | (chk_end[i] > t.sram_words))
                                        for i in range(_LANES)]).any())
-        with m.If(active & needs_range & ~chk_loaded):
+        with m.If(decoding & f_needs_range):
             m.d.sync += chk_loaded.eq(1)
             for i in range(_LANES):
                 first_end = Signal(ext_bits + 1, name=f"lane{i}_end")
@@ -420,7 +418,7 @@ class Controller(wiring.Component):
 
         # -- issue decision ---------------------------------------------------------------------
         decide = Signal()     # the instruction at pc is judged this cycle
-        m.d.comb += decide.eq(active & (~needs_range | chk_done))
+        m.d.comb += decide.eq(active & ir_valid & (~needs_range | chk_done))
         err = Signal(ErrorCode)
         advance = Signal()    # it issued: pc moves on
         waiting = Signal()    # WAIT not satisfied
@@ -431,6 +429,8 @@ class Controller(wiring.Component):
 
         timeout_hit = Signal()
         m.d.comb += timeout_hit.eq((self.timeout != 0) & (blocked_for >= self.timeout))
+        # Static checks, decided on the fetched instruction and registered with it: nothing
+        # they read (mm_open, the loop stack, pc) changes before that instruction issues.
         bad_operand = Signal()
         off_mesh = Signal()
         loop_nest = Signal()
@@ -440,13 +440,13 @@ class Controller(wiring.Component):
             return (x >= cfg.cols) | (y >= cfg.rows)
 
         loop_body_end = Signal(pc_bits + 12)
-        m.d.comb += loop_body_end.eq(pc + args.loop.len)
+        m.d.comb += loop_body_end.eq(pc + f_args.loop.len)
         top_end = Array(loop_end)[loop_depth - 1]
-        with m.Switch(op):
+        with m.Switch(f_op):
             with m.Case(InstrOp.DMA_WRITE, InstrOp.DMA_READ):
                 m.d.comb += [
                     bad_operand.eq((dma.rows == 0) | (dma.cols == 0)
-                                   | ((op == InstrOp.DMA_READ) & dma.host)),
+                                   | ((f_op == InstrOp.DMA_READ) & dma.host)),
                     off_mesh.eq(~dma.host & off(dma.x, dma.y)),
                 ]
             with m.Case(InstrOp.MATMUL):
@@ -460,32 +460,45 @@ class Controller(wiring.Component):
                 m.d.comb += bad_operand.eq((simd.count == 0)
                                            | (simd.func.as_value() > max(SimdOp.valid_values())))
             with m.Case(InstrOp.SIGNAL):
-                m.d.comb += off_mesh.eq(~args.signal.local & off(args.signal.x, args.signal.y))
+                m.d.comb += off_mesh.eq(~f_args.signal.local
+                                        & off(f_args.signal.x, f_args.signal.y))
             with m.Case(InstrOp.LOOP):
                 m.d.comb += [
-                    bad_operand.eq((args.loop.count == 0) | (args.loop.len == 0)),
+                    bad_operand.eq((f_args.loop.count == 0) | (f_args.loop.len == 0)),
                     loop_nest.eq((loop_depth == LOOP_DEPTH) | (loop_body_end >= depth)
                                  | ((loop_depth != 0) & (loop_body_end > top_end))),
                 ]
             with m.Case(InstrOp.AR):
-                m.d.comb += bad_operand.eq(args.ar.reg == 0)
+                m.d.comb += bad_operand.eq(f_args.ar.reg == 0)
+        bad_opcode_r, bad_operand_r, off_mesh_r = Signal(), Signal(), Signal()
+        chain_bad_r, loop_nest_r = Signal(), Signal()
+        loop_body_end_r = Signal(pc_bits)
+        with m.If(decoding):
+            m.d.sync += [
+                bad_opcode_r.eq(fetched.as_value()[:4] > max(InstrOp.valid_values())),
+                bad_operand_r.eq(bad_operand),
+                off_mesh_r.eq(off_mesh),
+                chain_bad_r.eq((f_op == InstrOp.MATMUL) & chain_bad),
+                loop_nest_r.eq((f_op == InstrOp.LOOP) & loop_nest),
+                loop_body_end_r.eq(loop_body_end),
+            ]
 
         with m.If(decide):
             with m.If(pc == depth):
                 m.d.comb += err.eq(ErrorCode.PC_RANGE)
             with m.Elif(timeout_hit):
                 m.d.comb += err.eq(ErrorCode.TIMEOUT)
-            with m.Elif(op_raw > max(InstrOp.valid_values())):
+            with m.Elif(bad_opcode_r):
                 m.d.comb += err.eq(ErrorCode.BAD_OPCODE)
-            with m.Elif(bad_operand):
+            with m.Elif(bad_operand_r):
                 m.d.comb += err.eq(ErrorCode.BAD_OPERAND)
-            with m.Elif(off_mesh):
+            with m.Elif(off_mesh_r):
                 m.d.comb += err.eq(ErrorCode.OFF_MESH)
             with m.Elif(needs_range & range_bad):
                 m.d.comb += err.eq(ErrorCode.SRAM_RANGE)
-            with m.Elif((op == InstrOp.MATMUL) & chain_bad):
+            with m.Elif(chain_bad_r):
                 m.d.comb += err.eq(ErrorCode.MATMUL_CHAIN)
-            with m.Elif((op == InstrOp.LOOP) & loop_nest):
+            with m.Elif(loop_nest_r):
                 m.d.comb += err.eq(ErrorCode.LOOP_NEST)
             with m.Else():
                 with m.Switch(op):
@@ -577,7 +590,12 @@ class Controller(wiring.Component):
             going = nxt
 
         m.d.comb += pc_seq.eq(Mux(jump, target, pc + 1))
-        m.d.sync += issued.eq(advance & ~reset_cmd)
+        # The instruction after one that issues (or at a START's pc) is decoded next cycle.
+        m.d.sync += decoding.eq((advance | start_cmd) & ~reset_cmd)
+        with m.If(advance | start_cmd | reset_cmd):
+            m.d.sync += ir_valid.eq(0)
+        with m.Elif(decoding):
+            m.d.sync += ir_valid.eq(1)
 
         with m.If(advance):
             with m.If(loop_push):
@@ -587,7 +605,7 @@ class Controller(wiring.Component):
                 for lvl in range(LOOP_DEPTH):
                     with m.If(loop_depth == lvl):
                         m.d.sync += [loop_start[lvl].eq(pc + 1),
-                                     loop_end[lvl].eq(loop_body_end),
+                                     loop_end[lvl].eq(loop_body_end_r),
                                      loop_left[lvl].eq(args.loop.count - 1)]
             with m.Else():
                 m.d.comb += pc_next.eq(pc_seq)
@@ -598,7 +616,7 @@ class Controller(wiring.Component):
                         m.d.sync += ar[i].eq(Mux(args.ar.mode == ArMode.ADD,
                                                  ar[i] + args.ar.value, args.ar.value))
             with m.If(op == InstrOp.MATMUL):
-                m.d.sync += mm_open.eq(~mm.last)
+                m.d.sync += mm_open.eq(~args.matmul.last)
 
         with m.If(advance | ~active):
             m.d.sync += chk_loaded.eq(0)
@@ -626,7 +644,7 @@ class Controller(wiring.Component):
         with m.If(err != ErrorCode.NONE):
             m.d.comb += [raise_err.eq(1), err_code.eq(err),
                          err_value.eq(Mux(err == ErrorCode.PC_RANGE, 0,
-                                          fetched[:32]))]
+                                          ir.as_value()[:32]))]
         with m.Elif(overflow & (error.code == ErrorCode.NONE)):
             m.d.comb += [raise_err.eq(1), err_code.eq(ErrorCode.SEM_OVERFLOW),
                          err_value.eq(self.sem_overflow.payload.sem)]

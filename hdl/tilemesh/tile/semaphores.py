@@ -113,8 +113,10 @@ class Semaphores(wiring.Component):
         bumped = Signal(SEM_BITS + 1)
         staged = Signal(SEM_BITS)
         saturated = Signal()
+        # Both increments are formed before ``same`` (which waits for the controller's WAIT
+        # decision, late in the cycle) picks one: no adder after it.
         m.d.comb += [
-            bumped.eq(Mux(same, after_dec, read(s_sem, "inc_before")) + 1),
+            bumped.eq(Mux(same, after_dec + 1, read(s_sem, "inc_before") + 1)),
             saturated.eq(s_inc & bumped[SEM_BITS]),
             staged.eq(Mux(s_set, s_value, Mux(bumped[SEM_BITS], top, bumped[:SEM_BITS]))),
         ]
