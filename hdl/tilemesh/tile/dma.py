@@ -32,11 +32,11 @@ READ_RESP (``resp_awaited`` drops, so the NI drops and counts it) and is idle: w
 ``max_packet_flits + read_ahead`` cycles or so when the network accepts.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..config import ConfigError
+from ..config import ConfigError, bits_for
 from ..layouts import (
     ADDR_BITS,
     PC_BITS,
@@ -240,9 +240,16 @@ class DmaEngine(wiring.Component):
         words_left = Signal(range(max_pkt + 1))  # words the packet being sent still needs
         m.d.comb += words_left.eq(Mux(state == _State.WRITE_DATA, pkt_len - sent,
                                       Mux(state == _State.WRITE_HDR, chunk, 0)))
+        # After an abort, only the words of the packet being sent may still be requested:
+        # ``room`` of them, set from words_left - outstanding when the abort comes (the one
+        # subtraction stays off the request path) and counted down per request. A word sent
+        # lowers both terms, so only requests change it.
+        room = Signal(range(max_pkt + 1))
+        room_now = Signal(signed(bits_for(max_pkt) + 2))
+        m.d.comb += room_now.eq(words_left - outstanding)
         may_read = Signal()
         m.d.comb += may_read.eq(rd_on & (outstanding < self._read_ahead)
-                                & (~aborting | (outstanding < words_left)))
+                                & (~aborting | (room != 0)))
         m.d.comb += [
             self.sram.read_req.valid.eq(may_read),
             self.sram.read_req.payload.addr.eq(rd_row + rd_col),
@@ -260,6 +267,11 @@ class DmaEngine(wiring.Component):
             with m.Else():
                 m.d.sync += rd_col.eq(rd_col + 1)
         m.d.sync += outstanding.eq(outstanding + req_fire - resp_fire)
+        with m.If(self.abort & ~aborting):
+            left = Mux(req_fire, room_now - 1, room_now)
+            m.d.sync += room.eq(Mux(left < 0, 0, left))
+        with m.Elif(req_fire & (room != 0)):
+            m.d.sync += room.eq(room - 1)
 
         # -- sequencer --------------------------------------------------------------------------
         with m.If(self.abort & (state != _State.IDLE)):
