@@ -56,8 +56,9 @@ class Timing:
     ----------
     issue_cycles : int
         Cycles the controller spends on a control instruction or on queueing SIGNAL / NOTIFY /
-        SIMD_CFG, and from a START to the first decision: the decode cycle (into the instruction
-        register) and the issue cycle.
+        SIMD_CFG: the decode cycle (into the instruction register) and the decision. (An
+        instruction that blocked was decoded while it waited: it takes one cycle once it may
+        go; the first instruction is decoded in the cycle after START.)
     check_base_cycles : int
         Fixed part of issuing DMA / MATMUL / SIMD (load and decision of the range check); the
         shift-and-add adds one cycle per bit of the smaller factor (:func:`check_cycles`).

@@ -645,7 +645,7 @@ class MeshModel:
             if self._started is None:
                 self._started = t
             self._set_state(tl, TileState.RUNNING, t)
-            self._schedule_issue(tl, t + self.timing.issue_cycles)
+            self._schedule_issue(tl, t + 1)   # the first instruction's decode cycle
 
     def _rx_read_req(self, tl, space, word, count, box, reply_addr=0):
         words = [self._read_word(tl, space, word + i, self.t) for i in range(count)]
@@ -815,7 +815,10 @@ class MeshModel:
         if err is not None:
             self._error(tl, err, word & 0xFFFF_FFFF, t)
             return None
-        cost = tm.issue_cycles
+        # A slot starts with the instruction's decode cycle. An instruction that blocked was
+        # decoded (and range-checked) while it waited: once it may go, only its decision is left.
+        resumed = tl.state in _STALLED
+        cost = 1 if resumed else tm.issue_cycles
         unit = _UNIT_OF.get(op)
         if op == InstrOp.HALT:
             if any(u.busy_now for u in tl.units.values()):
@@ -839,7 +842,7 @@ class MeshModel:
             u = tl.units[unit]
             if len(u.queue) >= self.cfg.tile.unit_queue_depth:
                 return self._block(tl, TileState.BLOCKED, t)
-            if factors:
+            if factors and not resumed:
                 cost = check_cycles(tm, factors)
             cmd = dict(f, **resolved)
             if op == InstrOp.MATMUL:
