@@ -16,14 +16,15 @@ cycle an instruction issues it reads the one that follows (``pc + 1``, or the st
 end is ``pc``). In the next cycle that instruction is decoded into the instruction register: its
 static checks (opcode, operands, mesh bounds, MATMUL chain, loop nest) and the range check's
 operands are registered with it. The issue decision works on those registers, so neither the IMEM
-output nor its address is on the decision's path; an instruction takes at least two cycles. Control instructions (NOP, WAIT, FENCE, LOOP,
-AR, HALT) and SIGNAL / NOTIFY / SIMD_CFG are decided in the cycle after they are decoded: one
-instruction every two cycles. DMA_WRITE, DMA_READ, MATMUL and SIMD first have their SRAM blocks
-range-checked: the extents ``(rows - 1) * stride + cols`` and friends are products, computed by a
-shift-and-add loop over the smaller factor (a load cycle, one cycle per bit of that factor, the
-decision: 2 cycles for a one-row DMA, 4 for a default-preset MATMUL, whose C block has
-``R - 1 = 3``), so the check costs adders, not multipliers (a UP5K's DSPs all go to the matrix
-units), and overlaps the units' work on earlier commands.
+output nor its address is on the decision's path; an instruction takes at least two cycles. Control
+instructions (NOP, WAIT, FENCE, LOOP, AR, HALT) and SIGNAL / NOTIFY / SIMD_CFG are decided in the
+cycle after they are decoded: one instruction every two cycles. DMA_WRITE, DMA_READ, MATMUL and
+SIMD first have their SRAM blocks range-checked (from the decode cycle on): the extents
+``(rows - 1) * stride + cols`` and friends are products, computed by a shift-and-add loop over
+the smaller factor (a load cycle, one cycle per bit of that factor, the decision: 2 cycles for a
+one-row DMA, 4 for a default-preset MATMUL, whose C block has ``R - 1 = 3``), so the check costs
+adders, not multipliers (a UP5K's DSPs all go to the matrix units), and overlaps the units' work
+on earlier commands.
 
 **Checks, in priority order** (the first that applies is the error): PC_RANGE (pc ran past the
 IMEM), TIMEOUT (issue already blocked for ``timeout`` cycles), BAD_OPCODE, BAD_OPERAND, OFF_MESH,
