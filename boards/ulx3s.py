@@ -17,10 +17,10 @@ from .common import BoardCore
 __all__ = ["ULX3STop", "ecp5_pll_params", "BOARD"]
 
 OSC_HZ = 25e6
-#: The PLL output a build uses unless ``--clock-mhz`` says otherwise: the fastest 3.125 MHz step
-#: the whole design meets with margin in place and route today (Fmax ~40 MHz in the board build).
-#: The SPEC's target is 100 MHz; the controller's issue path is what stands in the way
-#: (BENCHMARKS.md, "FPGA resources and Fmax").
+#: The PLL output a build uses unless ``--clock-mhz`` says otherwise: a 3.125 MHz step with
+#: margin under what a placed tile reaches today (42-46 MHz). The SPEC's target is 100 MHz; the
+#: SRAM arbiters' combinational grants are what stand in the way (BENCHMARKS.md, "FPGA resources
+#: and Fmax").
 CLOCK_MHZ = 31.25
 
 

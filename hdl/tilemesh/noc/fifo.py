@@ -136,13 +136,15 @@ class Fifo(wiring.Component):
             do_write.eq(self.w.valid & self.w.ready),
             do_read.eq(self.r.valid & self.r.ready),
         ]
-        # Entries the reader may see. Without block RAM every entry held; with it, the ones
+        # Entries the reader may see (``visible``) and the write that makes one visible
+        # (``seen``). Without block RAM every entry held, from its write on; with it, the ones
         # written two cycles ago or earlier (``wrote``: a write in the last cycle, not yet seen).
-        seen = do_write
+        seen, visible = do_write, level
         if self._block_ram:
             wrote = Signal()
             m.d.sync += wrote.eq(do_write)
-            seen = wrote
+            seen, visible = wrote, Signal(range(depth + 1), name="visible")
+            m.d.comb += visible.eq(level - wrote)
             # A read and a write of one address in the same cycle happen only when the FIFO
             # runs empty and the slot read is the one being written: that word is not visible
             # yet and is read again in the next cycle. So the read may return anything then
@@ -202,17 +204,10 @@ class Fifo(wiring.Component):
             m.d.sync += [level.eq(level + 1), not_full.eq(level != depth - 1)]
         with m.Elif(do_read & ~do_write):
             m.d.sync += [level.eq(level - 1), not_full.eq(1)]
-        if self._block_ram:
-            visible = Signal(range(depth + 1))
-            with m.If(seen & ~do_read):
-                m.d.sync += [visible.eq(visible + 1), not_empty.eq(1)]
-            with m.Elif(do_read & ~seen):
-                m.d.sync += [visible.eq(visible - 1), not_empty.eq(visible != 1)]
-        else:
-            with m.If(seen & ~do_read):
-                m.d.sync += not_empty.eq(1)
-            with m.Elif(do_read & ~seen):
-                m.d.sync += not_empty.eq(level != 1)
+        with m.If(seen & ~do_read):
+            m.d.sync += not_empty.eq(1)
+        with m.Elif(do_read & ~seen):
+            m.d.sync += not_empty.eq(visible != 1)
         return m
 
 

@@ -599,9 +599,10 @@ class Controller(wiring.Component):
             m.d.sync += ir_valid.eq(1)
 
         with m.If(advance):
+            # (after a LOOP, pc_seq is pc + 1: a LOOP at the end of its enclosing loop is
+            # LOOP_NEST)
+            m.d.comb += pc_next.eq(pc_seq)
             with m.If(loop_push):
-                # (pc_seq is pc + 1 here: a LOOP at the end of the enclosing loop is LOOP_NEST)
-                m.d.comb += pc_next.eq(pc_seq)
                 m.d.sync += loop_depth.eq(loop_depth + 1)
                 for lvl in range(LOOP_DEPTH):
                     with m.If(loop_depth == lvl):
@@ -609,7 +610,6 @@ class Controller(wiring.Component):
                                      loop_end[lvl].eq(loop_body_end_r),
                                      loop_left[lvl].eq(args.loop.count - 1)]
             with m.Else():
-                m.d.comb += pc_next.eq(pc_seq)
                 m.d.sync += loop_depth.eq(new_depth)
             with m.If(op == InstrOp.AR):
                 for i in range(1, ADDR_REGS):
