@@ -40,7 +40,8 @@ class Program:
         The ``a`` data and ``b`` beats of each step.
     first, last : ndarray (S,) of bool
     op_steps : list of int
-        Steps of each operation (an operation ends with a step with ``last``).
+        Steps of each operation (a run of steps; the last one has ``last`` unless the
+        operation chains into the next one).
     """
 
     a: np.ndarray
@@ -86,11 +87,14 @@ def _values(rnd, shape, bits, mode):
 def random_program(rnd, rows, cols, data_bits, ops, *, k_max=None, chain=0.2):
     """``ops`` random operations: step counts from 1 (and below R: the output-paced case) to
     ``k_max`` (default 3 x max(R, C) + 4); values uniform, small, extreme or all the minimum
-    (wrap-around); ``first`` missing with probability ``chain`` (the operation keeps
-    accumulating onto the previous tile, or onto the reset value for the first operation)."""
+    (wrap-around). With probability ``chain`` an operation leaves ``last`` off, so the next one
+    continues its sum (and mostly leaves ``first`` off; with ``first`` it restarts an open
+    accumulation); after ``last``, ``first`` is set or not at random (the sum restarts either
+    way). The last operation ends with ``last``."""
     k_max = k_max or 3 * max(rows, cols) + 4
     a, b, first, last, op_steps = [], [], [], [], []
-    for _ in range(ops):
+    open_sum = False
+    for n in range(ops):
         k = rnd.choice([1, 2, max(1, rows - 1), rows, rows + 1, rnd.randint(1, k_max),
                         rnd.randint(1, k_max)])
         mode = rnd.choice(["uniform", "uniform", "small", "extreme", "min"])
@@ -98,10 +102,11 @@ def random_program(rnd, rows, cols, data_bits, ops, *, k_max=None, chain=0.2):
         b.append(_values(rnd, (k, cols), data_bits, mode))
         f = np.zeros(k, dtype=bool)
         e = np.zeros(k, dtype=bool)
-        f[0] = rnd.random() >= chain
+        f[0] = rnd.random() < (0.2 if open_sum else 0.8)
         if k > 2 and rnd.random() < 0.05:   # a ``first`` inside an operation restarts the sum
             f[rnd.randint(1, k - 1)] = True
-        e[-1] = True
+        e[-1] = n == ops - 1 or rnd.random() >= chain
+        open_sum = not e[-1]
         first.append(f)
         last.append(e)
         op_steps.append(k)

@@ -15,6 +15,7 @@ from tilemesh.bench import matrix as bench_matrix
 from tilemesh.bench.matrix import BENCH_MODULE, DESIGN_NAME, matrix_design, run_matrix_check
 from tilemesh.config import preset
 from tilemesh.tile.matrix import IntFormat, MatrixUnit, back_to_back_cycles
+from tilemesh_sim.matrix_bench import program_from_spec
 from tilemesh_sim.runner import run_cocotb
 
 pytestmark = pytest.mark.rtl
@@ -57,9 +58,10 @@ def test_back_to_back_utilisation(simulator, tmp_path):
                        "runs": runs, "out": str(out)})
     paced, full, stalled = json.loads(out.read_text())["runs"]
     assert paced["cycles"] == back_to_back_cycles(R, C, [2] * 6)
-    assert full["cycles"] == back_to_back_cycles(R, C, [64] * 4) == 4 * 64 - 1 + C + 4 + R
+    assert full["cycles"] == back_to_back_cycles(R, C, [64] * 4) == 4 * 64 - 1 + C + 3 + R
     assert full["utilisation"] > 0.95
-    assert stalled["mismatches"] == 0 and stalled["tiles"] == 12
+    assert stalled["mismatches"] == 0
+    assert stalled["tiles"] == program_from_spec(runs[2], R, C, t.data_bits).last.sum()
 
 
 def test_run_matrix_check_default_preset(simulator):
@@ -67,7 +69,8 @@ def test_run_matrix_check_default_preset(simulator):
     res = run_matrix_check(preset("default"), simulator=simulator, ops=12, seed=106,
                            verbose=False)
     assert res["passed"] and res["mismatches"] == 0 and not res["protocol_errors"]
-    assert res["tiles"] == res["ops"] == 12
+    spec = {"kind": "random", "ops": 12, "seed": 106, "k_max": 64}
+    assert res["tiles"] == program_from_spec(spec, 4, 4, 8).last.sum() > 6
     assert 0 < res["utilisation"] <= 1
     assert res["macs"] == res["steps"] * 16
 
@@ -92,6 +95,6 @@ def test_run_matrix_check_reports_a_faulty_unit(monkeypatch, capsys):
     monkeypatch.setattr(bench_matrix, "matrix_design", faulty)
     res = run_matrix_check(preset("default"), simulator="icarus", ops=6, seed=107)
     assert not res["passed"]
-    assert res["mismatches"] == res["tiles"] * 4 == 24   # every row of every tile differs
+    assert res["mismatches"] == res["tiles"] * 4 > 0   # every row of every tile differs
     assert "tile 0 row 0: got" in res["errors"][0]
     assert "FAIL" in capsys.readouterr().out

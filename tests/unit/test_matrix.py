@@ -129,7 +129,7 @@ def test_extreme_gaps_or_backpressure(idle, stall):
 
 def test_wrap_at_the_extremes():
     """Every product is (-2**(d-1))**2 = 2**(2d-2): with acc_bits = 2d the sum wraps every
-    other step; mixed with max values and chained (no ``first``) accumulation."""
+    other step; mixed with max values, and a second sum started by ``last`` alone (no ``first``)."""
     d, acc = 5, 10
     lo, hi = -(1 << (d - 1)), (1 << (d - 1)) - 1
     R, C, K = 2, 2, 7
@@ -138,7 +138,7 @@ def test_wrap_at_the_extremes():
     b[:, 1] = hi
     first = np.zeros(K, bool)
     last = np.zeros(K, bool)
-    first[0], last[2], last[6] = True, True, True   # a snapshot, then keep accumulating
+    first[0], last[2], last[6] = True, True, True   # after last, the sum restarts
     program = Program(a, b, first, last, [3, 4])
     dut = MatrixUnit(R, C, d, acc)
     rows, _ = simulate(dut, program)
@@ -146,7 +146,7 @@ def test_wrap_at_the_extremes():
     def w(x):
         return ((x + (1 << (acc - 1))) % (1 << acc)) - (1 << (acc - 1))
     want = []
-    for k in (3, 7):
+    for k in (3, 4):
         for i in range(R):
             want.append(([w(k * lo * lo), w(k * lo * hi)], int(i == R - 1)))
     assert rows == want
@@ -218,6 +218,27 @@ def test_first_without_previous_tile_starts_from_zero():
     assert rows == [([210], 1), ([3028], 1)]
 
 
+@pytest.mark.parametrize("restart", [False, True])
+def test_first_in_an_open_accumulation_costs_one_cycle(restart):
+    """Back-to-back steps: a sum chained over three operations (``last`` only at the end), or
+    the same steps with ``first`` on the second operation while the sum is open: the restart
+    clears the accumulators one cycle ahead of its step, so the input pauses exactly once."""
+    rnd = np.random.default_rng(8)
+    R, C, K = 2, 3, 4
+    a, b = rnd.integers(-100, 100, (3 * K, R)), rnd.integers(-100, 100, (3 * K, C))
+    first = np.zeros(3 * K, bool)
+    last = np.zeros(3 * K, bool)
+    first[0], first[K], last[-1] = True, restart, True
+    program = Program(a, b, first, last, [K] * 3)
+    dut = MatrixUnit(R, C, 8, 32)
+    rows, trace = simulate(dut, program)
+    lo = K if restart else 0
+    want = gemm(a[lo:].T, b[lo:], 32)
+    assert [r for r, _ in rows] == want.tolist()
+    gaps = np.diff(trace["a"]).tolist()
+    assert gaps == [1] * (K - 1) + [1 + restart] + [1] * (2 * K - 1)
+
+
 # -- interface and parameters -------------------------------------------------------------------
 
 def test_ports_use_the_shared_layouts():
@@ -286,7 +307,9 @@ def test_reference_chaining_and_errors():
     a = np.array([[1, 2], [3, 4], [5, 6]])   # 3 steps of a 1x2... R = 2
     b = np.array([[1], [1], [1]])
     tiles = matmul_tiles(a, b, [True, False, False], [False, True, True], 32)
-    assert tiles.tolist() == [[[4], [6]], [[9], [12]]]
+    assert tiles.tolist() == [[[4], [6]], [[5], [6]]]      # last zeroes the accumulators
+    tiles = matmul_tiles(a, b, [True, True, False], [False, False, True], 32)
+    assert tiles.tolist() == [[[8], [10]]]                  # first restarts an open sum
     assert matmul_tiles(a, b, [False] * 3, [False] * 3, 32).shape == (0, 2, 1)
     with pytest.raises(ValueError, match=r"matmul_tiles needs"):
         matmul_tiles(a, b[:2], [True] * 3, [True] * 3, 32)

@@ -235,9 +235,9 @@ def noc_drop_reason(cfg, dst_x, dst_y, opcode, length, last_index):
 #
 # The output-stationary array consumes one *step* per cycle: column k of an A block (R values)
 # and row k of a B block (C values), and adds their outer product into its R x C accumulators.
-# ``first`` on a step clears the accumulators before adding; ``last`` emits them as a C tile
-# (and they keep their value, so a following step without ``first`` keeps accumulating: this is
-# how a K-chunked GEMM accumulates across operations). Accumulators start at zero and wrap to
+# ``first`` on a step clears the accumulators before adding; ``last`` emits them as a C tile and
+# zeroes them (a K-chunked GEMM accumulates across operations by leaving ``last`` off all but the
+# final chunk and ``first`` off all but the first). Accumulators start at zero and wrap to
 # ``acc_bits`` in two's complement.
 
 __all__ += ["gemm", "matmul_tiles", "tile_steps"]
@@ -311,6 +311,7 @@ def matmul_tiles(a_steps, b_steps, first, last, acc_bits):
         acc += np.outer(a_steps[s], b_steps[s])   # int64 wraps modulo 2**64: exact after wrap()
         if last[s]:
             tiles.append(wrap(acc, acc_bits))
+            acc[:] = 0
     return np.array(tiles, dtype=np.int64).reshape(len(tiles), rows, cols)
 
 

@@ -14,10 +14,10 @@ step flags travel right along the rows, B values travel down the columns::
       a[1] ──[r]────► PE10 ─► PE11 ─► PE12 ─►       a + flags: row i skewed by i
                       │       │       │
       a[2] ──[r]─[r]► PE20 ─► PE21 ─► PE22 ─►       PE: p <= a * b
-                      ┆done   ┆done   ┆done             acc <= (first ? 0 : acc) + p
-                     bus0    bus1    bus2               done <= valid & last
-                     [r]     [r]     [r]
-                     [r]     [r]      │             column bus j: the acc of the one PE of
+                      ┆done   ┆done   ┆done             sum = acc + p
+                     bus0    bus1    bus2               acc <= last ? 0 : sum   (if valid)
+                     [r]     [r]     [r]                done = valid & last
+                     [r]     [r]      │             column bus j: the sum of the one PE of
                      [r]      │       │             column j with done; deskew: C - j registers
                       └───────┴───────┴──► output FIFO ──► c (row 0 first, last on row R-1)
 
@@ -26,11 +26,11 @@ enable, ``adv``, which is low only when the 2-entry output FIFO is full: so the 
 running while the inputs are idle (idle cycles become bubbles and an operation in flight
 finishes), and stops only when ``c`` has been backpressured long enough to fill the FIFO.
 
-There are no shadow registers to overwrite: a PE's accumulator holds its result for the one cycle
-after the tile's last step, and that cycle the column bus copies it into the deskew line while the
-next operation's first step already accumulates into the PE. Two results would meet on a column
-bus only if two ``last`` steps entered less than R cycles apart (the R rows of a tile leave one
-row per cycle), so a step with ``last`` is admitted only R cycles or more after the previous one.
+There are no shadow registers to overwrite: in a step with ``last`` a PE's sum goes onto its
+column bus while its accumulator restarts from zero, so the next operation's first step
+accumulates into the PE in the very next cycle. Two results would meet on a column bus only if
+two ``last`` steps entered less than R cycles apart (the R rows of a tile leave one row per
+cycle), so a step with ``last`` is admitted only R cycles or more after the previous one.
 Operations of K >= R steps therefore run back to back with every PE doing one MAC per cycle;
 shorter ones are paced to R cycles each by the output bandwidth. See docs/matrix.md.
 """
@@ -54,8 +54,9 @@ def _check_int(what, value, lo, hi):
         raise ValueError(f"Matrix unit {what} must be an integer in {lo}..{hi}, not {value!r}")
 
 
-#: The flags of a step as it travels through the array with its A values.
-STEP_CTRL_LAYOUT = data.StructLayout({"valid": 1, "first": 1, "last": 1})
+#: The flags of a step as it travels through the array with its A values: ``last`` ends the
+#: tile (and zeroes the accumulators); ``valid`` = 0 with ``last`` = 1 is a clear, no step.
+STEP_CTRL_LAYOUT = data.StructLayout({"valid": 1, "last": 1})
 
 
 class IntFormat:
@@ -126,10 +127,14 @@ class IntFormat:
 class ProcessingElement(wiring.Component):
     """One PE of the output-stationary array: a two-stage multiply-accumulate.
 
-    Cycle t: the step's A and B values and flags arrive on ``*_in``; the product is registered
-    and the inputs are passed on through ``*_out`` (to the PE on the right / below). Cycle t + 1:
-    if the step is valid, ``acc`` becomes ``(first ? zero : acc) + product``, and ``done`` is
-    set for cycle t + 2 if it was the tile's last step (``acc`` then holds the result).
+    Cycle t (with ``en``): the step's A and B values and flags arrive on ``*_in``; the product is registered
+    and the inputs are passed on through ``*_out`` (to the PE on the right / below). Cycle t + 1,
+    the accumulate stage (flags on ``ctrl_out``): ``sum`` is ``acc + product``; a valid step
+    stores it in ``acc``, except a step with ``last``: its ``sum`` is the tile result (``done``)
+    and ``acc`` restarts from zero. A clear (``valid`` = 0, ``last`` = 1) only zeroes ``acc``.
+
+    Zeroing goes through the flip-flops' synchronous reset, so nothing sits between ``acc`` and
+    the adder: a ``(first ? 0 : acc)`` multiplexer there would cost one LUT per accumulator bit.
 
     Parameters
     ----------
@@ -140,47 +145,59 @@ class ProcessingElement(wiring.Component):
     -------
     a_in, b_in : In(fmt.operand_shape)
     ctrl_in : In(STEP_CTRL_LAYOUT)
+    en : In(1)
+        The array advances this cycle: every register of the PE holds while it is low.
     a_out, b_out : Out(fmt.operand_shape)
         ``a_in`` / ``b_in`` delayed by one cycle.
     ctrl_out : Out(STEP_CTRL_LAYOUT)
         ``ctrl_in`` delayed by one cycle (also the control of this PE's accumulate stage).
-    acc : Out(fmt.acc_shape)
-        The accumulator.
+    sum : Out(fmt.acc_shape)
+        ``acc + product`` (wrapped), combinationally.
     done : Out(1)
-        ``acc`` holds a finished tile result this cycle.
+        ``sum`` is a finished tile result this cycle (a valid step with ``last``).
     """
 
     def __init__(self, fmt):
         self.fmt = fmt
         super().__init__({
             "a_in": In(fmt.operand_shape), "b_in": In(fmt.operand_shape),
-            "ctrl_in": In(STEP_CTRL_LAYOUT),
+            "ctrl_in": In(STEP_CTRL_LAYOUT), "en": In(1),
             "a_out": Out(fmt.operand_shape), "b_out": Out(fmt.operand_shape),
             "ctrl_out": Out(STEP_CTRL_LAYOUT),
-            "acc": Out(fmt.acc_shape), "done": Out(1),
+            "sum": Out(fmt.acc_shape), "done": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
         fmt = self.fmt
         product = Signal(fmt.product_shape)
-        m.d.sync += [
-            self.a_out.eq(self.a_in),
-            self.b_out.eq(self.b_in),
-            self.ctrl_out.eq(self.ctrl_in),
-            product.eq(fmt.multiply(self.a_in, self.b_in)),
-        ]
+        acc = Signal(fmt.acc_shape)
+        with m.If(self.en):
+            m.d.sync += [
+                self.a_out.eq(self.a_in),
+                self.b_out.eq(self.b_in),
+                self.ctrl_out.eq(self.ctrl_in),
+                product.eq(fmt.multiply(self.a_in, self.b_in)),
+            ]
         ctrl = self.ctrl_out  # the step whose product is in ``product`` now
-        with m.If(ctrl.valid):
-            m.d.sync += self.acc.eq(fmt.accumulate(Mux(ctrl.first, fmt.zero, self.acc), product))
-        m.d.sync += self.done.eq(ctrl.valid & ctrl.last)
+        m.d.comb += [
+            self.sum.eq(fmt.accumulate(acc, product)),
+            self.done.eq(ctrl.valid & ctrl.last),
+        ]
+        # The zeroing condition includes ``en`` instead of sitting inside it: Yosys maps a reset
+        # that overrides the enable onto the ECP5 flip-flops' LSR, but a reset under an enable
+        # (an EnableInserter around this) becomes the LUT multiplexer this PE is built to avoid.
+        with m.If(self.en & ctrl.last):
+            m.d.sync += acc.eq(0)
+        with m.Elif(self.en & ctrl.valid):
+            m.d.sync += acc.eq(self.sum)
         return m
 
 
 def output_latency(cols):
     """Cycles from accepting a step with ``last`` to row 0 of its tile on ``c``: input register,
-    product, accumulate, column bus register, C-1 deskew stages and the output FIFO."""
-    return cols + 4
+    product, accumulate (into the column bus register), C-1 deskew stages and the output FIFO."""
+    return cols + 3
 
 
 def back_to_back_cycles(rows, cols, op_steps):
@@ -222,8 +239,10 @@ class MatrixUnit(wiring.Component):
     -------
     a : In(stream.Signature(matrix_a_layout(rows, data_bits)))
         Column k of the A block for one step; ``first`` clears the accumulators before this
-        step, ``last`` ends the output tile after it. One step consumes one ``a`` and one ``b``
-        beat together.
+        step, ``last`` ends the output tile after it and zeroes them (a step after ``last``
+        starts a new sum, with or without ``first``). One step consumes one ``a`` and one ``b``
+        beat together; a ``first`` that ends an open accumulation (steps since the last
+        ``last``) takes one extra cycle.
     b : In(stream.Signature(matrix_b_layout(cols, data_bits)))
         Row k of the B block.
     c : Out(stream.Signature(matrix_c_layout(cols, acc_bits)))
@@ -284,14 +303,20 @@ class MatrixUnit(wiring.Component):
         core = Module()
         m.submodules.core = EnableInserter(adv)(core)
 
-        # -- admission: join a and b; a step with ``last`` waits until R cycles after the last one
+        # -- admission: join a and b; a step with ``last`` waits until R cycles after the last one.
+        # A step with ``first`` while an accumulation is open (no ``last`` since its steps) is
+        # held for one cycle while a clear goes ahead of it; after ``last`` or reset the
+        # accumulators are zero already, so ``first`` costs nothing there.
         since_last = Signal(range(R + 1), init=R)
+        is_open = Signal()
+        clear = Signal()
         last_ok = Signal()
         gate = Signal()
         take = Signal()
         m.d.comb += [
+            clear.eq(self.a.valid & self.a.payload.first & is_open),
             last_ok.eq(~self.a.payload.last | (since_last == R)),
-            gate.eq(adv & last_ok),
+            gate.eq(adv & last_ok & ~clear),
             self.a.ready.eq(gate & self.b.valid),
             self.b.ready.eq(gate & self.a.valid),
             take.eq(gate & self.a.valid & self.b.valid),
@@ -300,6 +325,10 @@ class MatrixUnit(wiring.Component):
             core.d.sync += since_last.eq(1)
         with core.Elif(since_last != R):
             core.d.sync += since_last.eq(since_last + 1)
+        with core.If(take):
+            core.d.sync += is_open.eq(~self.a.payload.last)
+        with core.Elif(clear):
+            core.d.sync += is_open.eq(0)
 
         # -- input register: a bubble (valid = 0) when no step was taken
         in_ctrl = Signal(STEP_CTRL_LAYOUT)
@@ -307,8 +336,7 @@ class MatrixUnit(wiring.Component):
         in_b = Signal(data.ArrayLayout(fmt.operand_shape, C))
         core.d.sync += [
             in_ctrl.valid.eq(take),
-            in_ctrl.first.eq(self.a.payload.first),
-            in_ctrl.last.eq(self.a.payload.last),
+            in_ctrl.last.eq((take & self.a.payload.last) | clear),
             in_a.eq(self.a.payload.data),
             in_b.eq(self.b.payload),
         ]
@@ -325,12 +353,13 @@ class MatrixUnit(wiring.Component):
         row_ctrl = [delay(f"skew_ctrl{i}", in_ctrl, STEP_CTRL_LAYOUT, i) for i in range(R)]
         col_b = [delay(f"skew_b{j}", in_b[j], fmt.operand_shape, j) for j in range(C)]
 
-        # -- the PE grid
+        # -- the PE grid (outside ``core``: each PE takes ``adv`` as its own enable)
         pes = [[ProcessingElement(fmt) for _ in range(C)] for _ in range(R)]
         for i in range(R):
             for j in range(C):
                 pe = pes[i][j]
-                core.submodules[f"pe_{i}_{j}"] = pe
+                m.submodules[f"pe_{i}_{j}"] = pe
+                core.d.comb += pe.en.eq(adv)
                 if j == 0:
                     core.d.comb += [pe.a_in.eq(row_a[i]), pe.ctrl_in.eq(row_ctrl[i])]
                 else:
@@ -342,7 +371,7 @@ class MatrixUnit(wiring.Component):
         out_data = []
         for j in range(C):
             bus = Signal(fmt.acc_shape, name=f"bus{j}")
-            core.d.comb += bus.eq(reduce(or_, [Mux(pes[i][j].done, Value.cast(pes[i][j].acc), 0)
+            core.d.comb += bus.eq(reduce(or_, [Mux(pes[i][j].done, Value.cast(pes[i][j].sum), 0)
                                                for i in range(R)]))
             out_data.append(delay(f"deskew{j}", bus, fmt.acc_shape, C - j))
         out_valid = delay("row_valid", reduce(or_, [pes[i][C - 1].done for i in range(R)]), 1, 1)
