@@ -97,7 +97,7 @@ BOARD = {
     "preset": "default",
     "device": "LFE5U-85F-CABGA381",
     "clock_mhz": CLOCK_MHZ,
-    "synth_opts": "",
+    "synth_opts": "-nowidelut",   # as tilemesh synth's ECP5 target: see its comment
     "bitstream": "top.bit",
     "logic": "TRELLIS_COMB",
     "program": "openFPGALoader -b ulx3s build/board/ulx3s-85f/top.bit",
