@@ -126,8 +126,9 @@ class Bench:
     async def _semaphores(self, ctx):
         dut = self.dut
         while True:
-            for i, v in enumerate(self.sems):
-                ctx.set(dut.sem_value[i], v)
+            # the semaphores compare the WAIT's operands (sem_dec.payload) with the counter
+            sem, count = ctx.get(dut.sem_dec.payload.sem), ctx.get(dut.sem_dec.payload.count)
+            ctx.set(dut.sem_enough, self.sems[sem] >= count)
             ready = self.rnd.random() >= self.sem_stall
             ctx.set(dut.sem_dec.ready, ready)
             ovf = bool(self.overflow)

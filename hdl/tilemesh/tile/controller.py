@@ -8,7 +8,7 @@
                  ┌────────────────────────────┐    ┌─ DMA queue ───► dma_cmd
      ar1..ar3 ──►│ issue: resolve arN+offset, │───►├─ matrix queue ► matmul_cmd
   loop stack ───►│ check (ErrorCode), execute │    └─ SIMD queue ──► simd_cmd
-   sem_value ───►│ control instructions       │───► sem_dec (WAIT)
+  sem_enough ──►│ control instructions       │───► sem_dec (WAIT)
                  └────────────────────────────┘───► error_notify (NOTIFY kind ERROR)
 
 **Issue.** Two stages. The IMEM's synchronous read port is addressed from registers only: in the
@@ -82,7 +82,6 @@ from .ports import (
     imem_write_layout,
     sem_dec_layout,
     sem_overflow_layout,
-    sem_value_layout,
     unit_command_layout,
 )
 
@@ -131,8 +130,10 @@ class Controller(wiring.Component):
         The TIMEOUT CSR: blocked cycles before ErrorCode.TIMEOUT; 0 = never.
     error_notify : ``Out(stream.Signature(NotifyPayload))``
         One NOTIFY of kind ERROR per error, for the NI to send to the host.
-    sem_value : ``In(sem_value_layout())``
-        The semaphores.
+    sem_enough : ``In(1)``
+        The semaphore of ``sem_dec.payload`` holds at least its ``count`` (the semaphores
+        compare, combinationally: ``sem_dec.payload`` is the WAIT in the instruction register
+        whether or not ``sem_dec.valid``).
     sem_dec : ``Out(stream.Signature(sem_dec_layout()))``
         WAIT's decrement, requested only when the value suffices.
     sem_overflow : ``In(stream.Signature(sem_overflow_layout()))``
@@ -170,7 +171,7 @@ class Controller(wiring.Component):
             "status": Out(controller_status_layout(cfg)),
             "timeout": In(32),
             "error_notify": Out(stream.Signature(NotifyPayload)),
-            "sem_value": In(sem_value_layout()),
+            "sem_enough": In(1),
             "sem_dec": Out(stream.Signature(sem_dec_layout())),
             "sem_overflow": In(stream.Signature(sem_overflow_layout())),
             "dma_cmd": Out(stream.Signature(dma_command_layout())),
@@ -512,7 +513,7 @@ class Controller(wiring.Component):
                     with m.Case(InstrOp.WAIT):
                         ok = Signal()
                         m.d.comb += [
-                            ok.eq(self.sem_value[args.wait.sem] >= args.wait.count),
+                            ok.eq(self.sem_enough),
                             self.sem_dec.valid.eq(ok),
                             advance.eq(ok & self.sem_dec.ready),
                             waiting.eq(~ok),

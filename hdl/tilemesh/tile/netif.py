@@ -579,6 +579,9 @@ class NetworkInterface(wiring.Component):
     sem_value : ``Out(sem_value_layout())``
     sem_dec : ``In(stream.Signature(sem_dec_layout()))``
         Always ready.
+    sem_enough : ``Out(1)``
+        Semaphore ``sem_dec.payload.sem`` holds at least ``sem_dec.payload.count``
+        (combinational, whatever ``sem_dec.valid``): WAIT's test.
     sem_overflow : ``Out(stream.Signature(sem_overflow_layout()))``
     status : ``In(controller_status_layout(cfg))``
     timeout : ``Out(32)``
@@ -605,6 +608,7 @@ class NetworkInterface(wiring.Component):
             "imem_writable": In(1),
             "sem_value": Out(sem_value_layout()),
             "sem_dec": In(stream.Signature(sem_dec_layout())),
+            "sem_enough": Out(1),
             "sem_overflow": Out(stream.Signature(sem_overflow_layout())),
             "status": In(controller_status_layout(cfg)),
             "timeout": Out(32),
@@ -667,6 +671,7 @@ class NetworkInterface(wiring.Component):
         m.d.comb += [
             sems.clear.eq(csr.reset),
             self.sem_value.eq(sems.value),
+            self.sem_enough.eq(sems.enough),
             csr.sem_value.eq(sems.value),
             csr.control_refused.eq(self.control_refused),
             csr.status.eq(self.status),

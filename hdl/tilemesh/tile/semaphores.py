@@ -52,6 +52,10 @@ class Semaphores(wiring.Component):
         Not in the same cycle as ``inc``.
     dec : ``In(stream.Signature(sem_dec_layout()))``
         ``{sem, count}``: subtract ``count``.
+    enough : ``Out(1)``
+        Counter ``dec.payload.sem`` holds at least ``dec.payload.count`` (combinational, whatever
+        ``dec.valid``): the controller's WAIT decides on it, so the counter multiplexer and the
+        subtractor of the decrement also serve its comparison.
     clear : ``In(1)``
         RESET: zero every counter.
     overflow : ``Out(stream.Signature(sem_overflow_layout()))``
@@ -64,6 +68,7 @@ class Semaphores(wiring.Component):
             "inc": In(stream.Signature(sem_inc_layout())),
             "set": In(stream.Signature(sem_set_layout())),
             "dec": In(stream.Signature(sem_dec_layout())),
+            "enough": Out(1),
             "clear": In(1),
             "overflow": Out(stream.Signature(sem_overflow_layout())),
         })
@@ -107,6 +112,7 @@ class Semaphores(wiring.Component):
         m.d.comb += [
             less.eq(read(d_sem, "dec_before") - d_count),
             after_dec.eq(Mux(less[SEM_BITS], 0, less[:SEM_BITS])),
+            self.enough.eq(~less[SEM_BITS]),
         ]
         # staged operation: a set, or an increment on top of the decrement when both hit one
         # counter

@@ -142,7 +142,7 @@ class Tile(wiring.Component):
         m.d.comb += [
             ni.control_refused.eq(ctl.control_refused),
             ni.imem_writable.eq(ctl.imem_writable),
-            ctl.sem_value.eq(ni.sem_value),
+            ctl.sem_enough.eq(ni.sem_enough),
             ni.status.eq(ctl.status),
             ctl.timeout.eq(ni.timeout),
             self.state.eq(ctl.status.status.state),
