@@ -63,8 +63,9 @@ def run_matrix_check(cfg, simulator="verilator", ops=64, seed=1, *, k_max=64, id
     """Random operations on the matrix unit of ``cfg.tile`` in RTL simulation vs numpy.
 
     Operations have random K in 1..``k_max``, random chaining (no ``last``: the next operation
-    accumulates onto this one's sum; or a ``first`` restarts it) and values that include the wrap-around extremes; every result row is
-    compared with :func:`tilemesh.model.reference.matmul_tiles`.
+    accumulates onto this one's sum; or a ``first`` restarts it) and values that include the
+    wrap-around extremes; every result row is compared with
+    :func:`tilemesh.model.reference.matmul_tiles`.
 
     Returns
     -------

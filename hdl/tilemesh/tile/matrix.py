@@ -76,8 +76,6 @@ class IntFormat:
     -------
     operand_shape, product_shape, acc_shape : Shape
         Shapes of an A/B element, of a product and of an accumulator.
-    zero : int
-        The accumulator value a ``first`` step starts from.
 
     Raises
     ------
@@ -103,8 +101,6 @@ class IntFormat:
     def acc_shape(self):
         return signed(self.acc_bits)
 
-    zero = 0
-
     def multiply(self, a, b):
         """The exact product of two operands (fits ``product_shape``)."""
         return a * b
@@ -127,11 +123,12 @@ class IntFormat:
 class ProcessingElement(wiring.Component):
     """One PE of the output-stationary array: a two-stage multiply-accumulate.
 
-    Cycle t (with ``en``): the step's A and B values and flags arrive on ``*_in``; the product is registered
-    and the inputs are passed on through ``*_out`` (to the PE on the right / below). Cycle t + 1,
-    the accumulate stage (flags on ``ctrl_out``): ``sum`` is ``acc + product``; a valid step
-    stores it in ``acc``, except a step with ``last``: its ``sum`` is the tile result (``done``)
-    and ``acc`` restarts from zero. A clear (``valid`` = 0, ``last`` = 1) only zeroes ``acc``.
+    Cycle t (with ``en``): the step's A and B values and flags arrive on ``*_in``; the product is
+    registered and the inputs are passed on through ``*_out`` (to the PE on the right / below).
+    Cycle t + 1, the accumulate stage (flags on ``ctrl_out``): ``sum`` is ``acc + product``; a
+    valid step stores it in ``acc``, except a step with ``last``: its ``sum`` is the tile result
+    (``done``) and ``acc`` restarts from zero. A clear (``valid`` = 0, ``last`` = 1) only zeroes
+    ``acc``.
 
     Zeroing goes through the flip-flops' synchronous reset, so nothing sits between ``acc`` and
     the adder: a ``(first ? 0 : acc)`` multiplexer there would cost one LUT per accumulator bit.
