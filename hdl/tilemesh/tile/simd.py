@@ -260,9 +260,9 @@ class SimdUnit(wiring.Component):
                 shifted = Cat(Const(0, 1), s3_p[i]).as_signed() >> s3_shift
                 m.d.sync += s4_q[i].eq(Cat(shifted[0] | s3_sub, shifted[1:]))
 
-        # -- S5: the rounded result plus the zero point: q + (2 zp + c) = 2 (r + zp + c) + 0 or
-        # 2 with c = q's bit 0, so the carry needs no third operand (Yosys would build a
-        # three-input adder in LUTs). ---------------------------------------------------------
+        # -- S5: the rounded result plus the zero point. With c = q's bit 0 (q = 2 r + c),
+        # q + (2 zp + c) = 2 (r + zp + c): halved, it adds the carry without a third adder
+        # operand (Yosys would build a three-input sum in LUTs). ------------------------------
         s5_v = regs("s5_v", signed(P + 2), lanes)
         s5_err, s5_sat = regs("s5_err", 1), regs("s5_sat", 1)
         with m.If(load[4]):
