@@ -5,7 +5,7 @@ BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.installed
 JOBS   ?= 2
 PRESET ?= default
-BOARD  ?= icebreaker
+BOARD  ?= ulx3s-85f
 # Debian packages: Icarus (simulator), ccache (Verilator rebuilds), liblz4-dev (FST waveforms).
 APT_PACKAGES := iverilog ccache liblz4-dev
 
