@@ -18,9 +18,9 @@ __all__ = ["ULX3STop", "ecp5_pll_params", "BOARD"]
 
 OSC_HZ = 25e6
 #: The PLL output a build uses unless ``--clock-mhz`` says otherwise: a 3.125 MHz step with
-#: margin under what a placed tile reaches today (42-46 MHz). The SPEC's target is 100 MHz; the
-#: SRAM arbiters' combinational grants are what stand in the way (BENCHMARKS.md, "FPGA resources
-#: and Fmax").
+#: margin under what the routed board build reaches today (41.7 MHz). The SPEC's target is
+#: 100 MHz; the SRAM arbiters' combinational grants are what stand in the way (BENCHMARKS.md,
+#: "FPGA resources and Fmax").
 CLOCK_MHZ = 31.25
 
 

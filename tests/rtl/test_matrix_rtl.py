@@ -69,8 +69,8 @@ def test_run_matrix_check_default_preset(simulator):
     res = run_matrix_check(preset("default"), simulator=simulator, ops=12, seed=106,
                            verbose=False)
     assert res["passed"] and res["mismatches"] == 0 and not res["protocol_errors"]
-    spec = {"kind": "random", "ops": 12, "seed": 106, "k_max": 64}
-    assert res["tiles"] == program_from_spec(spec, 4, 4, 8).last.sum() > 6
+    program = program_from_spec(res["spec"], res["rows"], res["cols"], res["data_bits"])
+    assert res["tiles"] == program.last.sum() > 6
     assert 0 < res["utilisation"] <= 1
     assert res["macs"] == res["steps"] * 16
 
